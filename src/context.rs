@@ -1,0 +1,258 @@
+//! What a processor sees of the run: its stage, its worker, and cancellation.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+
+use crate::report::StageId;
+
+/// A cloneable handle that cancels every run it is attached to.
+///
+/// Cancel it from any thread (a Ctrl-C handler, a request that went away, a supervisor).
+/// Every run attached to the token through [`Job::cancel_token`](crate::Job::cancel_token)
+/// stops as soon as it can and returns [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
+/// Cancellation is sticky: a cancelled token stays cancelled, and a run started with it fails
+/// at once, before any thread starts.
+///
+/// Inside a run, [`Context::cancel_token`] hands out the run's own token, which is cancelled
+/// whenever the run aborts for any reason; helper threads of a processor can watch it.
+///
+/// # Examples
+///
+/// ```
+/// use pipework::CancelToken;
+/// use std::time::Duration;
+///
+/// let token = CancelToken::new();
+/// let watcher = token.clone();
+/// let t = std::thread::spawn(move || watcher.sleep(Duration::from_secs(60)));
+/// token.cancel();
+/// // The sleeping thread wakes at once and reports that it was cut short.
+/// assert!(t.join().unwrap().is_err());
+/// assert!(token.is_cancelled());
+/// ```
+#[derive(Clone)]
+pub struct CancelToken {
+    /// The shared state all clones point at.
+    inner: Arc<TokenInner>,
+}
+
+struct TokenInner {
+    /// Set once, never cleared.
+    cancelled: AtomicBool,
+    /// Held until cancellation; dropping it disconnects `signal`, which wakes every thread
+    /// blocked in a `select` on `signal` (channel sends, receives and sleeps alike).
+    trigger: Mutex<Option<Sender<Infallible>>>,
+    /// The receiving end that never receives a message, only the disconnection.
+    signal: Receiver<Infallible>,
+    /// Tokens cancelled together with this one (runs attached to it).
+    children: Mutex<Vec<Weak<TokenInner>>>,
+}
+
+impl CancelToken {
+    /// Creates a token that is not cancelled.
+    pub fn new() -> Self {
+        let (trigger, signal) = crossbeam_channel::bounded(0);
+        CancelToken {
+            inner: Arc::new(TokenInner {
+                cancelled: AtomicBool::new(false),
+                trigger: Mutex::new(Some(trigger)),
+                signal,
+                children: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Cancels the token and every run attached to it. Calling it again does nothing.
+    pub fn cancel(&self) {
+        self.inner.cancel();
+    }
+
+    /// Whether [`cancel`](Self::cancel) has been called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+
+    /// Sleeps for `duration`, or until the token is cancelled, whichever comes first.
+    ///
+    /// This is the "timer or done" wait of a simulated I/O step: cancellation cuts it short.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Cancelled`] when the token was cancelled before or during the sleep.
+    pub fn sleep(&self, duration: Duration) -> Result<(), Cancelled> {
+        match Instant::now().checked_add(duration) {
+            Some(deadline) => self.sleep_until(deadline),
+            // A sleep past the end of representable time lasts until cancellation.
+            None => {
+                let _ = self.inner.signal.recv();
+                Err(Cancelled)
+            }
+        }
+    }
+
+    /// Sleeps until `deadline`, or until the token is cancelled, whichever comes first.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Cancelled`] when the token was cancelled before or during the sleep.
+    pub fn sleep_until(&self, deadline: Instant) -> Result<(), Cancelled> {
+        if self.is_cancelled() {
+            return Err(Cancelled);
+        }
+        match self.inner.signal.recv_deadline(deadline) {
+            Err(RecvTimeoutError::Timeout) => Ok(()),
+            Err(RecvTimeoutError::Disconnected) => Err(Cancelled),
+            Ok(never) => match never {},
+        }
+    }
+
+    /// The channel that disconnects on cancellation, for `select`s inside the crate.
+    pub(crate) fn signal(&self) -> &Receiver<Infallible> {
+        &self.inner.signal
+    }
+
+    /// Makes `child` be cancelled whenever `self` is.
+    pub(crate) fn attach(&self, child: &CancelToken) {
+        {
+            let mut children = self.inner.children.lock();
+            // A long-lived token serves many runs: forget the ones that have ended.
+            children.retain(|c| c.strong_count() > 0);
+            children.push(Arc::downgrade(&child.inner));
+        }
+        // A cancel that raced with the push may have missed the new child.
+        if self.is_cancelled() {
+            child.cancel();
+        }
+    }
+}
+
+impl TokenInner {
+    fn cancel(&self) {
+        // Ordering: Release pairs with the Acquire in `is_cancelled`, so a thread that sees
+        // the flag also sees what the canceller wrote before (the run's first error).
+        self.cancelled.store(true, Ordering::Release);
+        drop(self.trigger.lock().take());
+        let children = std::mem::take(&mut *self.children.lock());
+        for child in children.iter().filter_map(Weak::upgrade) {
+            child.cancel();
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        // Ordering: Acquire, see `cancel`.
+        self.cancelled.load(Ordering::Acquire)
+    }
+}
+
+impl Default for CancelToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+/// The error of a wait cut short by cancellation.
+///
+/// It converts into [`BoxError`](crate::BoxError), so a processor can write
+/// `cx.sleep(d)?`. An error returned by a processor after its run was cancelled is not
+/// reported as a stage failure: the item counts as cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("run cancelled")]
+pub struct Cancelled;
+
+/// What a processor call knows about where it runs.
+///
+/// Every call of a [`Processor`](crate::Processor) receives one. It names the stage and the
+/// worker, and gives access to the run's cancellation: [`is_cancelled`](Self::is_cancelled)
+/// for a long computation to poll, [`sleep`](Self::sleep) for a wait that returns early when
+/// the run is cancelled.
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{Context, Fifo, Pipeline};
+///
+/// let pipeline = Pipeline::new().stage(
+///     "tag",
+///     Fifo::new(|x: u32, cx: &Context| Ok(format!("{}#{}:{x}", cx.stage_name(), cx.worker()))),
+/// );
+/// let (out, _report) = pipeline.collect(1..=2).unwrap();
+/// assert_eq!(out, ["tag#0:1", "tag#0:2"]);
+/// ```
+pub struct Context<'r> {
+    /// The stage the worker belongs to.
+    stage: &'r StageId,
+    /// The worker's index within its stage, from 0.
+    worker: usize,
+    /// The run's own token.
+    token: &'r CancelToken,
+}
+
+impl<'r> Context<'r> {
+    pub(crate) fn new(stage: &'r StageId, worker: usize, token: &'r CancelToken) -> Self {
+        Context {
+            stage,
+            worker,
+            token,
+        }
+    }
+
+    /// The stage's position in the pipeline, from 0.
+    pub fn stage_index(&self) -> usize {
+        self.stage.index()
+    }
+
+    /// The stage's name, as given to [`Pipeline::stage`](crate::Pipeline::stage).
+    pub fn stage_name(&self) -> &str {
+        self.stage.name()
+    }
+
+    /// The worker's index within its stage, from 0. Workers of a dynamic pool get fresh
+    /// indices as they are spawned; branches of a broadcast number their workers apart.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Whether the run has been cancelled (by an error, a panic, a token or the deadline).
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Sleeps for `duration` unless the run is cancelled first.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Cancelled`] when the run was cancelled before or during the sleep.
+    pub fn sleep(&self, duration: Duration) -> Result<(), Cancelled> {
+        self.token.sleep(duration)
+    }
+
+    /// The run's token: cancelled when the run aborts. Cancelling it aborts the run with
+    /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
+    pub fn cancel_token(&self) -> &CancelToken {
+        self.token
+    }
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("stage", self.stage)
+            .field("worker", &self.worker)
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}

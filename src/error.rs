@@ -1,0 +1,201 @@
+//! The error a run returns, and where it came from.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::report::{Report, StageId};
+
+/// The error type processors, sources and sinks return: any error that can cross threads.
+///
+/// `?` converts any `std::error::Error + Send + Sync` into it, and so does `.into()` on a
+/// `String` or `&str`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as its default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a run failed, and what it had done by then.
+///
+/// [`kind`](Self::kind) says what went wrong first; [`report`](Self::report) is the report of
+/// the aborted run: what was done, how many further errors were suppressed, and where every
+/// item went. Only configuration errors, found before any thread starts, come without one.
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{BoxError, Context, ErrorKind, Fifo, Pipeline};
+///
+/// let pipeline = Pipeline::new().stage(
+///     "parse",
+///     Fifo::new(|s: &str, _: &Context| s.parse::<u32>().map_err(BoxError::from)),
+/// );
+/// let err = pipeline.collect(["1", "x", "3"]).unwrap_err();
+/// assert!(matches!(err.kind(), ErrorKind::Stage { stage, .. } if stage.name() == "parse"));
+/// assert_eq!(err.to_string(), "stage 0 (parse) failed: invalid digit found in string");
+/// let totals = err.report().unwrap().totals();
+/// assert_eq!(totals.failed, 1);
+/// assert_eq!(totals.read, totals.sunk + totals.failed + totals.cancelled);
+/// ```
+#[derive(Debug)]
+pub struct Error {
+    /// What went wrong first.
+    kind: ErrorKind,
+    /// The aborted run's report; `None` for errors found before the run started.
+    report: Option<Box<Report>>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, report: Option<Report>) -> Self {
+        Error {
+            kind,
+            report: report.map(Box::new),
+        }
+    }
+
+    /// What went wrong first.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// Consumes the error, returning what went wrong first.
+    pub fn into_kind(self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The report of the aborted run, or `None` when the run never started.
+    pub fn report(&self) -> Option<&Report> {
+        self.report.as_deref()
+    }
+
+    /// The stage the error belongs to, for stage errors, stage panics and stage
+    /// configuration errors.
+    pub fn stage(&self) -> Option<&StageId> {
+        match &self.kind {
+            ErrorKind::Stage { stage, .. } => Some(stage),
+            ErrorKind::Panic {
+                site: Site::Stage { stage, .. },
+                ..
+            } => Some(stage),
+            ErrorKind::Config { stage, .. } => stage.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.kind, f)?;
+        // The wrapped error is part of the one-line message, and also the `source()`,
+        // so that both `{}` and error-chain printers show it.
+        if let Some(source) = std::error::Error::source(&self.kind) {
+            write!(f, ": {source}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
+}
+
+/// What made a run fail. The first of these to happen wins; later ones are counted in
+/// [`Report::suppressed_errors`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A processor returned an error for a stage whose policy is to fail fast.
+    #[error("{stage} failed")]
+    Stage {
+        /// The stage whose processor failed.
+        stage: StageId,
+        /// The processor's error.
+        #[source]
+        error: BoxError,
+    },
+    /// The source returned an error.
+    #[error("source failed")]
+    Source {
+        /// The source's error.
+        #[source]
+        error: BoxError,
+    },
+    /// The sink returned an error.
+    #[error("sink failed")]
+    Sink {
+        /// The sink's error.
+        #[source]
+        error: BoxError,
+    },
+    /// User code panicked. The panic was caught; the run was cancelled and joined.
+    #[error("{site} panicked: {message}")]
+    Panic {
+        /// Where the panic happened.
+        site: Site,
+        /// The panic's message, when its payload was a string.
+        message: String,
+    },
+    /// The run was cancelled through a [`CancelToken`](crate::CancelToken).
+    #[error("run cancelled")]
+    Cancelled,
+    /// The run did not finish within its time limit.
+    #[error("run exceeded its time limit of {limit:?}")]
+    Deadline {
+        /// The limit that was exceeded, counted from the start of the run.
+        limit: Duration,
+    },
+    /// The pipeline or the run was configured in a way that cannot work. Found before any
+    /// thread starts.
+    #[error("invalid configuration{}: {message}", stage.as_ref().map(|s| format!(" of {s}")).unwrap_or_default())]
+    Config {
+        /// The stage at fault, if one is.
+        stage: Option<StageId>,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where a panic happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Site {
+    /// In a stage's worker: its processor, its init closure, or the runner itself.
+    Stage {
+        /// The stage.
+        stage: StageId,
+        /// The worker's index within the stage.
+        worker: usize,
+    },
+    /// In the source.
+    Source,
+    /// In the sink.
+    Sink,
+    /// In the failure handler given to [`Job::on_failure`](crate::Job::on_failure).
+    FailureHandler,
+    /// In the progress callback given to [`Job::on_progress`](crate::Job::on_progress).
+    Progress,
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Site::Stage { stage, worker } => write!(f, "{stage} worker {worker}"),
+            Site::Source => f.write_str("source"),
+            Site::Sink => f.write_str("sink"),
+            Site::FailureHandler => f.write_str("failure handler"),
+            Site::Progress => f.write_str("progress callback"),
+        }
+    }
+}
+
+/// The message of a caught panic: its payload when that is a string.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}

@@ -1,0 +1,449 @@
+//! The typed pipeline definition and its runs.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::context::CancelToken;
+use crate::error::{Error, ErrorKind};
+use crate::policy::{Failure, Policy, StageOptions};
+use crate::report::{Report, StageId};
+use crate::run::{Progress, Segment, Spawner, execute};
+use crate::runner::{StageHandle, StageRunner};
+use crate::sink::Sink;
+use crate::source::IntoSource;
+use crate::transport::{DEFAULT_MAX_CHUNK, EdgeRx};
+
+/// Default capacity of every queue, in chunks.
+const DEFAULT_CAPACITY: usize = 16;
+
+/// A pipeline definition: stages from `In` to `Out`, run any number of times.
+///
+/// Build it once with [`new`](Self::new) and [`stage`](Self::stage); each stage maps the
+/// items of the previous one, so the type follows along (`Pipeline<'_, Task, Task>` becomes
+/// `Pipeline<'_, Task, Receipt>`). Then [`run`](Self::run) it — by reference, as often as
+/// needed, from several threads at once if you like: every run has its own threads, queues
+/// and counters, and nothing wears out.
+///
+/// A run starts one thread for the source, the stages' workers, and feeds the sink on the
+/// calling thread; it returns when every thread has been joined.
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{Context, Fifo, Fixed, Pipeline};
+///
+/// let pipeline = Pipeline::new()
+///     .stage("len", Fixed::new(2, |w: String, _: &Context| Ok((w.len(), w))))
+///     .stage("fmt", Fifo::new(|(n, w): (usize, String), _: &Context| Ok(format!("{w}:{n}"))));
+///
+/// for _ in 0..3 {
+///     let words = ["apple", "fig", "banana", "kiwi"].map(String::from);
+///     let (mut out, report) = pipeline.collect(words).unwrap();
+///     out.sort();
+///     assert_eq!(out, ["apple:5", "banana:6", "fig:3", "kiwi:4"]);
+///     assert_eq!(report.totals().sunk, 4);
+/// }
+/// ```
+pub struct Pipeline<'a, In, Out = In> {
+    /// The stages, chained.
+    chain: Box<dyn Segment<In, Out> + 'a>,
+    /// One entry per stage, in order.
+    metas: Vec<StageMeta>,
+    /// Default queue capacity, in chunks.
+    capacity: usize,
+    /// The largest chunk on any edge.
+    max_chunk: usize,
+}
+
+/// What a run needs to know about a stage before it starts.
+pub(crate) struct StageMeta {
+    /// The stage's name.
+    pub(crate) name: Arc<str>,
+    /// The runner's kind.
+    pub(crate) kind: &'static str,
+    /// The stage's own input capacity, if set.
+    pub(crate) capacity: Option<usize>,
+    /// What `StageRunner::check` found wrong.
+    problem: Option<String>,
+    /// Whether failed items go to the failure handler.
+    routes: bool,
+}
+
+impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
+    /// An empty pipeline: items go from the source straight to the sink.
+    pub fn new() -> Self {
+        Pipeline {
+            chain: Box::new(Start),
+            metas: Vec::new(),
+            capacity: DEFAULT_CAPACITY,
+            max_chunk: DEFAULT_MAX_CHUNK,
+        }
+    }
+}
+
+impl<'a, T: Send + 'a> Default for Pipeline<'a, T, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a, In, Out> Pipeline<'a, In, Out>
+where
+    In: Send + 'a,
+    Out: Send + 'a,
+{
+    /// Adds a stage named `name` that maps `Out` items to `U` items with `runner`.
+    ///
+    /// The stage fails fast: the first error of its processor aborts the run. See
+    /// [`stage_with`](Self::stage_with) for other policies.
+    pub fn stage<U, R>(self, name: impl Into<String>, runner: R) -> Pipeline<'a, In, U>
+    where
+        U: Send + 'a,
+        R: StageRunner<Out, U> + 'a,
+    {
+        self.stage_with(name, runner, StageOptions::new())
+    }
+
+    /// Adds a stage with options: an error policy, an input capacity.
+    pub fn stage_with<U, R>(
+        mut self,
+        name: impl Into<String>,
+        runner: R,
+        options: StageOptions<Out>,
+    ) -> Pipeline<'a, In, U>
+    where
+        U: Send + 'a,
+        R: StageRunner<Out, U> + 'a,
+    {
+        let index = self.metas.len();
+        self.metas.push(StageMeta {
+            name: Arc::from(name.into()),
+            kind: runner.kind(),
+            capacity: options.capacity,
+            problem: runner.check().err(),
+            routes: options.policy.routes(),
+        });
+        Pipeline {
+            chain: Box::new(Then {
+                prev: self.chain,
+                runner,
+                policy: options.policy,
+                index,
+                out: PhantomData,
+            }),
+            metas: self.metas,
+            capacity: self.capacity,
+            max_chunk: self.max_chunk,
+        }
+    }
+
+    /// Sets the default capacity of every queue, in chunks (default 16). A queue holds at
+    /// most `capacity × max_chunk` items, so memory stays bounded whatever the input's
+    /// length. Zero is a configuration error.
+    pub fn capacity(mut self, chunks: usize) -> Self {
+        self.capacity = chunks;
+        self
+    }
+
+    /// Sets the largest number of items moved together between two threads (default 256).
+    /// Chunks adapt to each stage's cost below this bound; 1 moves every item on its own.
+    /// Zero is a configuration error.
+    pub fn max_chunk(mut self, items: usize) -> Self {
+        self.max_chunk = items;
+        self
+    }
+
+    /// The number of stages.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Whether the pipeline has no stage.
+    pub fn is_empty(&self) -> bool {
+        self.metas.is_empty()
+    }
+
+    /// Runs the pipeline on `source`, giving every output to `sink`, and blocks until every
+    /// thread of the run has been joined.
+    ///
+    /// The sink runs on the calling thread. See [`job`](Self::job) for runs with a cancel
+    /// token, a time limit, a failure handler or progress reports.
+    ///
+    /// # Errors
+    ///
+    /// The first of these cancels the run, which then returns it once every thread has
+    /// stopped; anything failing after it is only counted
+    /// ([`Report::suppressed_errors`]):
+    ///
+    /// - a processor error in a fail-fast stage: [`ErrorKind::Stage`], naming the stage;
+    /// - a source or sink error: [`ErrorKind::Source`], [`ErrorKind::Sink`];
+    /// - a panic: [`ErrorKind::Panic`];
+    /// - cancellation or the time limit: [`ErrorKind::Cancelled`], [`ErrorKind::Deadline`];
+    /// - a configuration error, found before any thread starts: [`ErrorKind::Config`].
+    ///
+    /// Except for configuration errors, the error carries the aborted run's [`Report`]. An
+    /// aborted run never returns `Ok`, even if the sink received some outputs.
+    ///
+    /// # Panics
+    ///
+    /// Never because of user code: a panic in a processor, an init closure, the source, the
+    /// sink or a handler is caught and returned as [`ErrorKind::Panic`]. When several panic,
+    /// the first is returned and the others are counted as suppressed errors. (A panic
+    /// inside the `Drop` of an item while another panic unwinds aborts the process, as
+    /// everywhere in Rust.)
+    pub fn run<S, K>(&self, source: S, sink: K) -> Result<Report, Error>
+    where
+        S: IntoSource<In>,
+        K: Sink<Out>,
+    {
+        self.job().run(source, sink)
+    }
+
+    /// Runs the pipeline and collects its outputs in a `Vec`, in the order the sink got
+    /// them.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run); the outputs of an aborted run are dropped.
+    pub fn collect<S>(&self, source: S) -> Result<(Vec<Out>, Report), Error>
+    where
+        S: IntoSource<In>,
+    {
+        let mut out = Vec::new();
+        let report = self.run(source, &mut out)?;
+        Ok((out, report))
+    }
+
+    /// Starts configuring one run: cancel token, time limit, failure handler, progress.
+    pub fn job(&self) -> Job<'_, 'a, '_, In, Out> {
+        Job {
+            pipeline: self,
+            parts: JobParts::default(),
+        }
+    }
+
+    pub(crate) fn chain(&self) -> &(dyn Segment<In, Out> + 'a) {
+        &*self.chain
+    }
+
+    pub(crate) fn metas(&self) -> &[StageMeta] {
+        &self.metas
+    }
+
+    pub(crate) fn default_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn chunk_limit(&self) -> usize {
+        self.max_chunk
+    }
+
+    /// Finds configuration errors before any thread starts.
+    pub(crate) fn validate(&self, has_failure_handler: bool) -> Result<(), Error> {
+        let config = |stage: Option<StageId>, message: String| {
+            Error::new(ErrorKind::Config { stage, message }, None)
+        };
+        if self.capacity == 0 {
+            return Err(config(None, "queue capacity must be at least 1".into()));
+        }
+        if self.max_chunk == 0 {
+            return Err(config(None, "max_chunk must be at least 1".into()));
+        }
+        for (index, meta) in self.metas.iter().enumerate() {
+            let id = || Some(StageId::new(index, meta.name.clone()));
+            if let Some(problem) = &meta.problem {
+                return Err(config(id(), problem.clone()));
+            }
+            if meta.capacity == Some(0) {
+                return Err(config(id(), "queue capacity must be at least 1".into()));
+            }
+            if meta.routes && !has_failure_handler {
+                return Err(config(
+                    id(),
+                    "the stage routes failures, but the run has no failure handler \
+                     (see Job::on_failure)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<In, Out> std::fmt::Debug for Pipeline<'_, In, Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stages: Vec<String> = self
+            .metas
+            .iter()
+            .map(|m| format!("{} ({})", m.name, m.kind))
+            .collect();
+        f.debug_struct("Pipeline")
+            .field("stages", &stages)
+            .field("capacity", &self.capacity)
+            .field("max_chunk", &self.max_chunk)
+            .finish()
+    }
+}
+
+/// The options of one run, being configured. Made by [`Pipeline::job`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pipework::{CancelToken, Context, ErrorKind, Fifo, Pipeline};
+///
+/// let slow = Pipeline::new().stage(
+///     "slow",
+///     Fifo::new(|x: u32, cx: &Context| {
+///         cx.sleep(Duration::from_secs(10))?;
+///         Ok(x)
+///     }),
+/// );
+///
+/// // A time limit.
+/// let err = slow.job().timeout(Duration::from_millis(50)).run(0..10, |_| Ok(())).unwrap_err();
+/// assert!(matches!(err.kind(), ErrorKind::Deadline { .. }));
+///
+/// // A token cancelled from another thread.
+/// let token = CancelToken::new();
+/// let canceller = token.clone();
+/// std::thread::spawn(move || {
+///     std::thread::sleep(Duration::from_millis(50));
+///     canceller.cancel();
+/// });
+/// let err = slow.job().cancel_token(&token).run(0..10, |_| Ok(())).unwrap_err();
+/// assert!(matches!(err.kind(), ErrorKind::Cancelled));
+/// ```
+pub struct Job<'p, 'a, 'h, In, Out> {
+    /// The pipeline to run.
+    pipeline: &'p Pipeline<'a, In, Out>,
+    /// The options collected so far.
+    parts: JobParts<'h>,
+}
+
+/// The options of one run.
+#[derive(Default)]
+pub(crate) struct JobParts<'h> {
+    /// An external token the run is attached to.
+    pub(crate) token: Option<CancelToken>,
+    /// The run's time limit.
+    pub(crate) timeout: Option<Duration>,
+    /// Where routed failures go.
+    pub(crate) on_failure: Option<Box<dyn FnMut(Failure) + 'h>>,
+    /// Live progress reports.
+    pub(crate) progress: Option<Progress<'h>>,
+}
+
+impl<'p, 'a, 'h, In, Out> Job<'p, 'a, 'h, In, Out>
+where
+    In: Send + 'a,
+    Out: Send + 'a,
+{
+    /// Attaches the run to `token`: cancelling the token cancels the run, which returns
+    /// [`ErrorKind::Cancelled`]. A token that is already cancelled fails the run before any
+    /// thread starts.
+    pub fn cancel_token(mut self, token: &CancelToken) -> Self {
+        self.parts.token = Some(token.clone());
+        self
+    }
+
+    /// Aborts the run with [`ErrorKind::Deadline`] if it has not finished `limit` after it
+    /// started.
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.parts.timeout = Some(limit);
+        self
+    }
+
+    /// Sets the handler of the items that stages with
+    /// [`route_failures`](StageOptions::route_failures) failed on. It runs on the calling
+    /// thread, between sink calls; failures still queued when the run ends (even an aborted
+    /// one) are delivered before `run` returns.
+    pub fn on_failure(mut self, handler: impl FnMut(Failure) + 'h) -> Self {
+        self.parts.on_failure = Some(Box::new(handler));
+        self
+    }
+
+    /// Calls `callback` on the calling thread about every `every` with a snapshot of the
+    /// report so far: per-stage counts, busy and blocked times, and queue depths (in chunks,
+    /// [`StageReport::queued`](crate::StageReport::queued)).
+    pub fn on_progress(mut self, every: Duration, callback: impl FnMut(&Report) + 'h) -> Self {
+        self.parts.progress = Some((every, Box::new(callback)));
+        self
+    }
+
+    /// Runs the pipeline with these options. See [`Pipeline::run`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Pipeline::run`].
+    pub fn run<S, K>(self, source: S, sink: K) -> Result<Report, Error>
+    where
+        S: IntoSource<In>,
+        K: Sink<Out>,
+    {
+        execute(self.pipeline, self.parts, source, sink)
+    }
+}
+
+impl<In, Out> std::fmt::Debug for Job<'_, '_, '_, In, Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("pipeline", self.pipeline)
+            .field("cancel_token", &self.parts.token)
+            .field("timeout", &self.parts.timeout)
+            .field("on_failure", &self.parts.on_failure.is_some())
+            .field("on_progress", &self.parts.progress.as_ref().map(|p| p.0))
+            .finish()
+    }
+}
+
+/// The empty chain: its output edge is its input edge.
+struct Start;
+
+impl<T: Send> Segment<T, T> for Start {
+    fn launch<'scope, 'env>(&'scope self, _: &Spawner<'scope, 'env>, input: EdgeRx<T>) -> EdgeRx<T> {
+        input
+    }
+}
+
+/// A chain followed by one more stage.
+struct Then<'a, In, Mid, Out, R> {
+    /// The stages before this one.
+    prev: Box<dyn Segment<In, Mid> + 'a>,
+    /// This stage's runner.
+    runner: R,
+    /// This stage's error policy.
+    policy: Policy<Mid>,
+    /// This stage's position.
+    index: usize,
+    /// The stage's output type.
+    out: PhantomData<fn() -> Out>,
+}
+
+impl<In, Mid, Out, R> Segment<In, Out> for Then<'_, In, Mid, Out, R>
+where
+    In: Send,
+    Mid: Send,
+    Out: Send,
+    R: StageRunner<Mid, Out>,
+{
+    fn launch<'scope, 'env>(
+        &'scope self,
+        spawner: &Spawner<'scope, 'env>,
+        input: EdgeRx<In>,
+    ) -> EdgeRx<Out> {
+        let mid = self.prev.launch(spawner, input);
+        let (tx, rx) = spawner.edge_into(self.index + 1);
+        let stage = &spawner.shared().stages[self.index];
+        self.runner.start(StageHandle::new(
+            spawner.clone(),
+            stage,
+            &self.policy,
+            mid,
+            tx,
+        ));
+        rx
+    }
+}

@@ -1,0 +1,143 @@
+//! Broadcast: every item to every branch, outputs merged.
+
+use super::{StageHandle, StageRunner};
+use crate::report::StageStats;
+use crate::transport::{Recv, recv_or_cancel, send_or_cancel};
+
+/// Sends every item to every branch and merges the branches' outputs into one stream.
+///
+/// Each branch is a runner of its own (a [`Fifo`](crate::Fifo), a pool, …) with its own
+/// input queue. A distributor thread gives each item to all branches: clones to all but the
+/// last, the original to the last. A slow branch therefore slows the whole stage once its
+/// queue is full. Outputs of different branches interleave in no particular order.
+///
+/// A broadcast with no branch is a configuration error, returned by `run`.
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{Broadcast, Context, Fifo, Pipeline};
+///
+/// let pipeline = Pipeline::new().stage(
+///     "fan out",
+///     Broadcast::new()
+///         .branch(Fifo::new(|x: u32, _: &Context| Ok(format!("audit {x}"))))
+///         .branch(Fifo::new(|x: u32, _: &Context| Ok(format!("notify {x}")))),
+/// );
+/// let (mut out, report) = pipeline.collect([1, 2]).unwrap();
+/// out.sort();
+/// assert_eq!(out, ["audit 1", "audit 2", "notify 1", "notify 2"]);
+/// assert_eq!(report.stages[0].copies, 2); // one clone per item
+/// ```
+pub struct Broadcast<'a, In, Out> {
+    /// The branches, each receiving every item.
+    branches: Vec<Box<dyn StageRunner<In, Out> + 'a>>,
+}
+
+impl<'a, In, Out> Broadcast<'a, In, Out> {
+    /// A broadcast with no branches yet.
+    pub fn new() -> Self {
+        Broadcast {
+            branches: Vec::new(),
+        }
+    }
+
+    /// Adds a branch.
+    pub fn branch<R>(mut self, runner: R) -> Self
+    where
+        R: StageRunner<In, Out> + 'a,
+    {
+        self.branches.push(Box::new(runner));
+        self
+    }
+
+    /// The number of branches.
+    pub fn len(&self) -> usize {
+        self.branches.len()
+    }
+
+    /// Whether there is no branch yet.
+    pub fn is_empty(&self) -> bool {
+        self.branches.is_empty()
+    }
+}
+
+impl<In, Out> Default for Broadcast<'_, In, Out> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<In, Out> std::fmt::Debug for Broadcast<'_, In, Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds: Vec<_> = self.branches.iter().map(|b| b.kind()).collect();
+        f.debug_struct("Broadcast").field("branches", &kinds).finish()
+    }
+}
+
+impl<In, Out> StageRunner<In, Out> for Broadcast<'_, In, Out>
+where
+    In: Clone + Send,
+    Out: Send,
+{
+    fn kind(&self) -> &'static str {
+        "broadcast"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.branches.is_empty() {
+            return Err("a broadcast needs at least one branch".into());
+        }
+        for (i, branch) in self.branches.iter().enumerate() {
+            branch.check().map_err(|e| format!("branch {i}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
+        let (senders, handles) = stage.fan_out(self.branches.len());
+        for (branch, handle) in self.branches.iter().zip(handles) {
+            branch.start(handle);
+        }
+        let distributor = stage.clone();
+        stage.spawn_helper("fanout", move || {
+            let token = distributor.token();
+            let stats = &distributor.stage().stats;
+            let input = distributor.input();
+            let extra = senders.len() as u64 - 1;
+            while let Recv::Got(chunk) = recv_or_cancel(&input.rx, token, None) {
+                // If a user `clone` panics, unwinding drops the chunk: `held` counts its
+                // items as cancelled then (the clones made so far were never counted).
+                let n = chunk.len() as u64;
+                let mut held = Held(stats, n);
+                let mut pending: Vec<Vec<In>> = Vec::with_capacity(senders.len());
+                for _ in 1..senders.len() {
+                    pending.push(chunk.clone());
+                }
+                pending.push(chunk);
+                stats.add_copies(extra * n);
+                held.1 = 0;
+                for (tx, chunk) in senders.iter().zip(pending.drain(..)) {
+                    if let Err(chunk) = send_or_cancel(&tx.tx, chunk, token) {
+                        stats.add_cancelled(chunk.len() as u64);
+                    }
+                }
+                // The producer upstream should size chunks for the slowest branch.
+                let advice = senders.iter().map(|s| s.shape.advice()).min();
+                input.shape.advise(advice.unwrap_or(1));
+            }
+        });
+    }
+}
+
+/// Items the distributor holds and has not accounted for yet; counted as cancelled if it is
+/// dropped while still holding them.
+struct Held<'a>(&'a StageStats, u64);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.1 > 0 {
+            self.0.add_cancelled(self.1);
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! A dynamic pool: workers spawned on demand up to a maximum, retired when idle.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::TrySendError;
+
+use super::{Cloned, Factory, Init, StageHandle, StageRunner, Worker};
+use crate::context::Context;
+use crate::error::BoxError;
+use crate::processor::Processor;
+use crate::report::StageStats;
+use crate::transport::{Recv, recv_or_cancel, send_or_cancel};
+
+/// Runs a stage on as many workers as there is work for, up to `max`.
+///
+/// The thread counterpart of a token-bounded pool of goroutines, for I/O-latency-bound
+/// stages: a dispatcher thread hands each chunk of input to an idle worker, and when none is
+/// idle it spawns a new one, until `max` workers run; then it waits for one to become idle.
+/// A worker idle for longer than [`idle_timeout`](Self::idle_timeout) (default 500 ms)
+/// retires. Maxima in the thousands are fine: a worker that waits on I/O costs a parked
+/// thread.
+///
+/// Slow items travel in chunks of one (see the crate's notes on chunking), so with enough
+/// workers every item is processed as soon as it arrives. Output order is not kept.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use pipework::{Context, Dynamic, Pipeline};
+///
+/// // 200 calls of 50 ms each, at most 200 at once: about 50 ms in all.
+/// let pipeline = Pipeline::new().stage(
+///     "call",
+///     Dynamic::new(200, |id: u32, cx: &Context| {
+///         cx.sleep(Duration::from_millis(50))?;
+///         Ok(id)
+///     }),
+/// );
+/// let started = Instant::now();
+/// let (out, report) = pipeline.collect(0..200).unwrap();
+/// assert_eq!(out.len(), 200);
+/// assert!(report.stages[0].peak_workers <= 200);
+/// assert!(started.elapsed() < Duration::from_secs(5));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Dynamic<M> {
+    /// The most workers that run at once.
+    max: usize,
+    /// How long a worker waits for work before it retires.
+    idle: Duration,
+    /// Makes each worker's processor.
+    factory: M,
+}
+
+impl<P> Dynamic<Cloned<P>> {
+    /// A pool of at most `max` workers, each running a clone of `processor`.
+    ///
+    /// A maximum of zero is a configuration error, returned by `run`.
+    pub fn new(max: usize, processor: P) -> Self {
+        Dynamic::with_factory(max, Cloned(processor))
+    }
+}
+
+impl<F> Dynamic<Init<F>> {
+    /// A pool of at most `max` workers, each running the processor `init` returns for it.
+    pub fn with_init<P>(max: usize, init: F) -> Self
+    where
+        F: Fn(&Context<'_>) -> Result<P, BoxError>,
+    {
+        Dynamic::with_factory(max, Init(init))
+    }
+}
+
+impl<M> Dynamic<M> {
+    /// A pool of at most `max` workers whose processors `factory` makes.
+    pub fn with_factory(max: usize, factory: M) -> Self {
+        Dynamic {
+            max,
+            idle: Duration::from_millis(500),
+            factory,
+        }
+    }
+
+    /// How long a worker waits for work before it retires.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+}
+
+/// Holds one of the pool's `max` places while a worker runs; frees it when dropped.
+struct Place(Arc<AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        // Ordering: AcqRel on the pool's place counter, whose every change is a
+        // read-modify-write; the bound holds by atomicity alone.
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<In, Out, M> StageRunner<In, Out> for Dynamic<M>
+where
+    In: Send,
+    Out: Send,
+    M: Factory<In, Out>,
+{
+    fn kind(&self) -> &'static str {
+        "dynamic"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.max == 0 {
+            return Err("a dynamic pool needs a maximum of at least one worker".into());
+        }
+        Ok(())
+    }
+
+    fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
+        let dispatcher = stage.clone();
+        stage.spawn_helper("dispatch", move || self.dispatch(dispatcher));
+    }
+}
+
+impl<M> Dynamic<M> {
+    /// The dispatcher: moves each input chunk to an idle worker, or to a new one.
+    ///
+    /// The hand-off channel has no capacity, so a `try_send` succeeds exactly when a worker
+    /// is blocked waiting for work: "no idle worker" is observed, not guessed.
+    fn dispatch<'scope, In, Out>(&'scope self, stage: StageHandle<'scope, '_, In, Out>)
+    where
+        In: Send + 'scope,
+        Out: Send + 'scope,
+        M: Factory<In, Out>,
+    {
+        let token = stage.token();
+        let stats = &stage.stage().stats;
+        let (hand, work) = crossbeam_channel::bounded::<Vec<In>>(0);
+        let places = Arc::new(AtomicUsize::new(0));
+        let input = stage.input().rx.clone();
+        while let Recv::Got(chunk) = recv_or_cancel(&input, token, None) {
+            let chunk = match hand.try_send(chunk) {
+                Ok(()) => continue,
+                Err(TrySendError::Full(chunk) | TrySendError::Disconnected(chunk)) => chunk,
+            };
+            // No worker is idle: start one if the pool has room, giving it the chunk.
+            // Ordering: AcqRel, see `Place`.
+            let reserved = places
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.max).then_some(n + 1)
+                })
+                .is_ok();
+            let chunk = if reserved {
+                let place = Place(Arc::clone(&places));
+                match stage.spawn_fed(work.clone(), chunk, move |w| self.work(place, w)) {
+                    Ok(()) => continue,
+                    // The system refused a thread: the pool stops growing for now, and the
+                    // chunk waits for a running worker (there is one unless the pool is
+                    // empty, in which case the stage cannot go on).
+                    Err((e, chunk)) => {
+                        if places.load(Ordering::Acquire) == 0 {
+                            count(stats, chunk.len());
+                            stage.fail(format!("cannot start a worker thread: {e}").into());
+                            return;
+                        }
+                        chunk
+                    }
+                }
+            } else {
+                chunk
+            };
+            // At the maximum: wait for a worker to become idle.
+            if let Err(chunk) = send_or_cancel(&hand, chunk, token) {
+                count(stats, chunk.len());
+                return;
+            }
+        }
+    }
+
+    /// A worker's loop: process, then wait for more work until idle for too long.
+    fn work<In, Out>(&self, place: Place, mut w: Worker<'_, In, Out>)
+    where
+        In: Send,
+        Out: Send,
+        M: Factory<In, Out>,
+    {
+        let mut processor = match self.factory.make(w.context()) {
+            Ok(p) => p,
+            Err(e) => return w.fail(e),
+        };
+        loop {
+            if !drain_chunk(&mut w, &mut processor) {
+                break;
+            }
+            match w.refill(Some(Instant::now() + self.idle)) {
+                Recv::Got(()) => {}
+                // Idle for too long: retire.
+                Recv::TimedOut | Recv::Closed | Recv::Cancelled => break,
+            }
+        }
+        // The worker must be gone from the stage's counts before its place is freed, so
+        // that the reported peak never exceeds the maximum. (When a panic unwinds this
+        // frame, the parameters drop in reverse order: `w` first, too.)
+        drop(w);
+        drop(place);
+    }
+}
+
+/// Processes the rest of the worker's current chunk; false when the worker must stop.
+fn drain_chunk<In, Out, P>(w: &mut Worker<'_, In, Out>, processor: &mut P) -> bool
+where
+    In: Send,
+    Out: Send,
+    P: Processor<In, Out>,
+{
+    while let Some(item) = w.next_buffered() {
+        if !w.process(processor, item) {
+            return false;
+        }
+    }
+    !w.context().is_cancelled()
+}
+
+/// Counts items the dispatcher held when the run was cancelled.
+fn count(stats: &StageStats, n: usize) {
+    stats.add_cancelled(n as u64);
+}

@@ -1,0 +1,104 @@
+//! A fixed pool: exactly n workers sharing the input.
+
+use super::{Cloned, Factory, Init, StageHandle, StageRunner};
+use crate::context::Context;
+use crate::error::BoxError;
+
+/// Runs a stage on exactly `workers` threads that take items from one shared queue.
+///
+/// Output order is not kept. Each worker has its own processor: a clone of the one given to
+/// [`new`](Self::new), or the result of the init closure given to
+/// [`with_init`](Self::with_init), called exactly once per worker on the worker's thread.
+///
+/// # Examples
+///
+/// Per-worker state through an init closure:
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use pipework::{BoxError, Context, Fixed, Pipeline};
+///
+/// let inits = AtomicUsize::new(0);
+/// let pipeline = Pipeline::new().stage(
+///     "hash",
+///     Fixed::with_init(3, |_: &Context| {
+///         inits.fetch_add(1, Ordering::Relaxed);
+///         let mut scratch = String::new(); // owned by this worker
+///         Ok(move |x: u32, _: &Context| -> Result<usize, BoxError> {
+///             scratch.clear();
+///             scratch.push_str(&x.to_string());
+///             Ok(scratch.len())
+///         })
+///     }),
+/// );
+/// let (out, report) = pipeline.collect(0..1000).unwrap();
+/// assert_eq!(out.iter().sum::<usize>(), 10 + 180 + 2700);
+/// assert_eq!(inits.load(Ordering::Relaxed), 3);
+/// assert_eq!(report.stages[0].peak_workers, 3);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Fixed<M> {
+    /// How many workers run.
+    workers: usize,
+    /// Makes each worker's processor.
+    factory: M,
+}
+
+impl<P> Fixed<Cloned<P>> {
+    /// A pool of `workers` threads, each running a clone of `processor`.
+    ///
+    /// Zero workers is a configuration error, returned by `run`.
+    pub fn new(workers: usize, processor: P) -> Self {
+        Fixed {
+            workers,
+            factory: Cloned(processor),
+        }
+    }
+}
+
+impl<F> Fixed<Init<F>> {
+    /// A pool of `workers` threads, each running the processor `init` returns for it.
+    pub fn with_init<P>(workers: usize, init: F) -> Self
+    where
+        F: Fn(&Context<'_>) -> Result<P, BoxError>,
+    {
+        Fixed {
+            workers,
+            factory: Init(init),
+        }
+    }
+}
+
+impl<M> Fixed<M> {
+    /// A pool of `workers` threads whose processors `factory` makes.
+    pub fn with_factory(workers: usize, factory: M) -> Self {
+        Fixed { workers, factory }
+    }
+}
+
+impl<In, Out, M> StageRunner<In, Out> for Fixed<M>
+where
+    In: Send,
+    Out: Send,
+    M: Factory<In, Out>,
+{
+    fn kind(&self) -> &'static str {
+        "fixed"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.workers == 0 {
+            return Err("a fixed pool needs at least one worker".into());
+        }
+        Ok(())
+    }
+
+    fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
+        for _ in 0..self.workers {
+            stage.spawn(move |mut w| match self.factory.make(w.context()) {
+                Ok(mut processor) => w.run(&mut processor),
+                Err(e) => w.fail(e),
+            });
+        }
+    }
+}
