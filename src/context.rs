@@ -74,6 +74,7 @@ impl CancelToken {
     }
 
     /// Whether [`cancel`](Self::cancel) has been called.
+    #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.inner.is_cancelled()
     }
@@ -144,6 +145,7 @@ impl TokenInner {
         }
     }
 
+    #[inline]
     fn is_cancelled(&self) -> bool {
         // Ordering: Acquire, see `cancel`.
         self.cancelled.load(Ordering::Acquire)
@@ -227,6 +229,7 @@ impl<'r> Context<'r> {
     }
 
     /// Whether the run has been cancelled (by an error, a panic, a token or the deadline).
+    #[inline]
     pub fn is_cancelled(&self) -> bool {
         self.token.is_cancelled()
     }

@@ -1,6 +1,90 @@
 //! Concurrent, bounded, staged pipelines on scoped OS threads, behind one blocking call.
 //!
-//! (The full tutorial is written in the crate README; see `README.md`.)
+//! A [`Pipeline`] is a chain of stages. A run starts a thread for the source and the stages'
+//! workers inside [`std::thread::scope`], links them with bounded crossbeam channels, feeds
+//! the sink on the calling thread, and returns when every thread has been joined — or once
+//! the first error or panic has cancelled the rest and every thread has been joined.
+//!
+//! # A first pipeline
+//!
+//! ```
+//! use pipework::{Context, Fifo, Fixed, Pipeline};
+//!
+//! let pipeline = Pipeline::new()
+//!     .stage("square", Fixed::new(2, |x: u64, _: &Context| Ok(x * x)))
+//!     .stage("label", Fifo::new(|x: u64, _: &Context| Ok(format!("<{x}>"))));
+//!
+//! let mut out = Vec::new();
+//! let report = pipeline.run(1..=3, &mut out).unwrap();
+//! out.sort();
+//! assert_eq!(out, ["<1>", "<4>", "<9>"]);
+//! assert_eq!(report.totals().sunk, 3);
+//! ```
+//!
+//! # Stage runners
+//!
+//! How a stage spreads its work over threads is its [`StageRunner`]: [`Fifo`] (one worker,
+//! order kept), [`Fixed`] (n workers), [`Dynamic`] (workers spawned on demand up to a
+//! maximum) and [`Broadcast`] (every item to every branch). The trait is public; see its
+//! documentation to write your own.
+//!
+//! ```
+//! use std::time::Duration;
+//! use pipework::{Context, Dynamic, Fifo, Pipeline};
+//!
+//! // I/O-bound calls on up to 100 threads, then back in one ordered stage.
+//! let pipeline = Pipeline::new()
+//!     .stage("fetch", Dynamic::new(100, |id: u32, cx: &Context| {
+//!         cx.sleep(Duration::from_millis(10))?; // a cancellable stand-in for I/O
+//!         Ok(id)
+//!     }))
+//!     .stage("count", Fifo::new(|_: u32, _: &Context| Ok(1u32)));
+//! let (ones, _) = pipeline.collect(0..100).unwrap();
+//! assert_eq!(ones.iter().sum::<u32>(), 100);
+//! ```
+//!
+//! # Errors, panics and cancellation
+//!
+//! The first failure cancels the run and is returned as an [`Error`], which carries the
+//! aborted run's [`Report`]. Panics are caught at the thread boundary.
+//!
+//! ```
+//! use pipework::{Context, ErrorKind, Fixed, Pipeline, Site};
+//!
+//! let pipeline = Pipeline::new().stage(
+//!     "risky",
+//!     Fixed::new(2, |x: u32, _: &Context| {
+//!         if x == 3 { panic!("three is right out") }
+//!         Ok(x)
+//!     }),
+//! );
+//! # std::panic::set_hook(Box::new(|_| {}));
+//! let err = pipeline.run(0..10, |_| Ok(())).unwrap_err();
+//! match err.kind() {
+//!     ErrorKind::Panic { site: Site::Stage { stage, .. }, message } => {
+//!         assert_eq!(stage.name(), "risky");
+//!         assert_eq!(message, "three is right out");
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! assert!(err.report().unwrap().totals().is_balanced());
+//! ```
+//!
+//! A [`CancelToken`] cancels runs from any thread, [`Job::timeout`] bounds a run's time, and
+//! [`StageOptions::route_failures`] sends the items a stage fails on to a handler instead of
+//! failing the run.
+//!
+//! # Guarantees
+//!
+//! - Every thread of a run is joined before `run` returns.
+//! - Every item read, cloned by a broadcast or emitted beyond the first by a one-to-many
+//!   processor ends in exactly one outcome: `read + copies + expanded = sunk + filtered +
+//!   failed + cancelled` ([`Totals::is_balanced`]), in aborted runs too.
+//! - Every queue is bounded: memory does not grow with the input's length.
+//! - The first error is returned; a panic never leaves a run hanging.
+//!
+//! Out of scope: a panic in an item's `Drop` during unwinding aborts the process; a processor
+//! that never returns keeps its run from returning.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -28,3 +112,8 @@ pub use runner::{
 };
 pub use sink::Sink;
 pub use source::{IntoSource, Source};
+
+/// The README's examples, run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -403,7 +403,11 @@ impl<In, Out> std::fmt::Debug for Job<'_, '_, '_, In, Out> {
 struct Start;
 
 impl<T: Send> Segment<T, T> for Start {
-    fn launch<'scope, 'env>(&'scope self, _: &Spawner<'scope, 'env>, input: EdgeRx<T>) -> EdgeRx<T> {
+    fn launch<'scope, 'env>(
+        &'scope self,
+        _: &Spawner<'scope, 'env>,
+        input: EdgeRx<T>,
+    ) -> EdgeRx<T> {
         input
     }
 }

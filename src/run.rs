@@ -290,7 +290,8 @@ where
         if shared.token.is_cancelled() {
             // Cancelled before it started: start nothing.
             drop(first_tx);
-        } else if let Err(e) = spawner.spawn("source".into(), move || pump(source, first_tx, shared))
+        } else if let Err(e) =
+            spawner.spawn("source".into(), move || pump(source, first_tx, shared))
         {
             shared.fail(ErrorKind::Source {
                 error: format!("cannot start the source thread: {e}").into(),
@@ -301,7 +302,8 @@ where
         if let Some(limit) = job.timeout {
             let deadline = started.checked_add(limit);
             let watch = move || {
-                if let Recv::TimedOut = crate::transport::recv_or_cancel(&done_rx, &shared.token, deadline)
+                if let Recv::TimedOut =
+                    crate::transport::recv_or_cancel(&done_rx, &shared.token, deadline)
                 {
                     shared.fail(ErrorKind::Deadline { limit });
                 }
@@ -343,7 +345,9 @@ where
         taps.extend(taps_rx.try_iter());
         for tapped in &taps {
             // Ordering: Relaxed; every thread has been joined.
-            tapped.counter.fetch_add(tapped.tap.drain(), Ordering::Relaxed);
+            tapped
+                .counter
+                .fetch_add(tapped.tap.drain(), Ordering::Relaxed);
         }
         sink_loop.deliver_rest();
     });
@@ -358,9 +362,7 @@ where
     let first = shared.first.lock().take();
     match first {
         Some(kind) => Err(Error::new(kind, Some(report))),
-        None if shared.token.is_cancelled() => {
-            Err(Error::new(ErrorKind::Cancelled, Some(report)))
-        }
+        None if shared.token.is_cancelled() => Err(Error::new(ErrorKind::Cancelled, Some(report))),
         None => Ok(report),
     }
 }
@@ -456,7 +458,9 @@ where
         out.flush(token);
     }
     // Items the source read but could not send were headed for the first stage.
-    shared.leftover_counter(0).fetch_add(out.cancelled, Ordering::Relaxed);
+    shared
+        .leftover_counter(0)
+        .fetch_add(out.cancelled, Ordering::Relaxed);
     let blocked = Duration::from_nanos(out.blocked_ns);
     *shared.source.lock() = SourceReport {
         read,
@@ -501,11 +505,8 @@ impl<T> SinkLoop<'_, '_, T> {
             if !self.consume_chunk(sink) {
                 break;
             }
-            self.report.busy += Duration::from_nanos(self.pacer.finish(
-                Instant::now(),
-                0,
-                self.inbox.shape(),
-            ));
+            self.report.busy +=
+                Duration::from_nanos(self.pacer.finish(Instant::now(), 0, self.inbox.shape()));
             while let Ok(failure) = self.failures.try_recv() {
                 self.handle_failure(failure);
             }

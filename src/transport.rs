@@ -64,6 +64,7 @@ impl Shape {
     }
 
     /// The chunk size consumers asked for last.
+    #[inline]
     pub(crate) fn advice(&self) -> usize {
         // Ordering: Relaxed. The advice is a hint; any value a producer reads is a valid
         // chunk size, and a stale one only delays the adaptation by a chunk.
@@ -73,7 +74,8 @@ impl Shape {
     /// Records a consumer's wish.
     pub(crate) fn advise(&self, size: usize) {
         // Ordering: Relaxed, see `advice`.
-        self.advice.store(size.clamp(1, self.max), Ordering::Relaxed);
+        self.advice
+            .store(size.clamp(1, self.max), Ordering::Relaxed);
     }
 
     /// The chunk size that keeps `cost_ns` per item within the budget, growing from
@@ -135,11 +137,7 @@ pub(crate) fn edge<T>(capacity: usize, max_chunk: usize) -> (EdgeTx<T>, EdgeRx<T
 /// # Errors
 ///
 /// Gives the value back when the run was cancelled first or the channel is disconnected.
-pub(crate) fn send_or_cancel<M>(
-    tx: &Sender<M>,
-    value: M,
-    token: &CancelToken,
-) -> Result<(), M> {
+pub(crate) fn send_or_cancel<M>(tx: &Sender<M>, value: M, token: &CancelToken) -> Result<(), M> {
     match tx.try_send(value) {
         Ok(()) => Ok(()),
         Err(TrySendError::Disconnected(v)) => Err(v),
@@ -208,6 +206,9 @@ pub(crate) struct Outbox<T> {
     buf: Vec<T>,
     /// The producer's own bound on its chunk size (from its cost per item).
     own_limit: usize,
+    /// The size at which the buffer is sent: the smaller of `own_limit` and the consumers'
+    /// advice, refreshed at every send.
+    target: usize,
     /// Set once a send failed: everything pushed afterwards is dropped and counted.
     closed: bool,
     /// Items dropped because the run was cancelled, not yet reported.
@@ -222,20 +223,22 @@ impl<T> Outbox<T> {
             edge,
             buf: Vec::new(),
             own_limit: 1,
+            target: 1,
             closed: false,
             cancelled: 0,
             blocked_ns: 0,
         }
     }
 
-    /// The size at which the buffer is sent.
-    fn target(&self) -> usize {
-        self.edge.shape.advice().min(self.own_limit)
+    /// Recomputes the size at which the buffer is sent.
+    fn retarget(&mut self) {
+        self.target = self.edge.shape.advice().min(self.own_limit);
     }
 
     /// Sets the producer's own bound on its chunk size.
     pub(crate) fn set_own_limit(&mut self, limit: usize) {
         self.own_limit = limit.max(1);
+        self.retarget();
     }
 
     /// Items buffered and not sent.
@@ -244,6 +247,7 @@ impl<T> Outbox<T> {
     }
 
     /// Buffers `item` without sending anything.
+    #[inline]
     pub(crate) fn buffer(&mut self, item: T) {
         if self.closed {
             self.cancelled += 1;
@@ -253,13 +257,14 @@ impl<T> Outbox<T> {
     }
 
     /// Buffers `item`, sending the buffer when it is full.
+    #[inline]
     pub(crate) fn push(&mut self, item: T, token: &CancelToken) {
         if self.closed {
             self.cancelled += 1;
             return;
         }
         self.buf.push(item);
-        if self.buf.len() >= self.target() {
+        if self.buf.len() >= self.target {
             self.flush(token);
         }
     }
@@ -272,7 +277,8 @@ impl<T> Outbox<T> {
         if self.buf.is_empty() {
             return true;
         }
-        let next = Vec::with_capacity(self.target());
+        self.retarget();
+        let next = Vec::with_capacity(self.target);
         let chunk = std::mem::replace(&mut self.buf, next);
         let started = Instant::now();
         let sent = send_or_cancel(&self.edge.tx, chunk, token);

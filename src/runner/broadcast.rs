@@ -71,7 +71,9 @@ impl<In, Out> Default for Broadcast<'_, In, Out> {
 impl<In, Out> std::fmt::Debug for Broadcast<'_, In, Out> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kinds: Vec<_> = self.branches.iter().map(|b| b.kind()).collect();
-        f.debug_struct("Broadcast").field("branches", &kinds).finish()
+        f.debug_struct("Broadcast")
+            .field("branches", &kinds)
+            .finish()
     }
 }
 

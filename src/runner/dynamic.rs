@@ -18,7 +18,7 @@ use crate::transport::{Recv, recv_or_cancel, send_or_cancel};
 /// The thread counterpart of a token-bounded pool of goroutines, for I/O-latency-bound
 /// stages: a dispatcher thread hands each chunk of input to an idle worker, and when none is
 /// idle it spawns a new one, until `max` workers run; then it waits for one to become idle.
-/// A worker idle for longer than [`idle_timeout`](Self::idle_timeout) (default 500 ms)
+/// A worker idle for longer than [`idle_timeout`](Self::idle_timeout) (default 1 s)
 /// retires. Maxima in the thousands are fine: a worker that waits on I/O costs a parked
 /// thread.
 ///
@@ -79,7 +79,7 @@ impl<M> Dynamic<M> {
     pub fn with_factory(max: usize, factory: M) -> Self {
         Dynamic {
             max,
-            idle: Duration::from_millis(500),
+            idle: Duration::from_secs(1),
             factory,
         }
     }
@@ -120,59 +120,82 @@ where
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
-        let dispatcher = stage.clone();
-        stage.spawn_helper("dispatch", move || self.dispatch(dispatcher));
+        let (hand, work) = crossbeam_channel::bounded::<Vec<In>>(0);
+        let pool = Arc::new(Pool {
+            config: self,
+            stage: stage.clone(),
+            places: Arc::new(AtomicUsize::new(0)),
+            work,
+        });
+        stage.spawn_helper("dispatch", move || pool.dispatch(hand));
     }
 }
 
-impl<M> Dynamic<M> {
+/// What the dispatcher and the workers of one run share.
+struct Pool<'scope, 'env, In: 'scope, Out: 'scope, M> {
+    /// The pool's configuration.
+    config: &'scope Dynamic<M>,
+    /// Spawns workers.
+    stage: StageHandle<'scope, 'env, In, Out>,
+    /// Places taken out of `config.max`.
+    places: Arc<AtomicUsize>,
+    /// The hand-off channel's receiving end, which every worker reads.
+    work: crossbeam_channel::Receiver<Vec<In>>,
+}
+
+impl<'scope, In, Out, M> Pool<'scope, '_, In, Out, M>
+where
+    In: Send + 'scope,
+    Out: Send + 'scope,
+    M: Factory<In, Out>,
+{
+    /// Starts a worker if the pool has room, giving it `first` to process.
+    ///
+    /// # Errors
+    ///
+    /// Gives `first` back when the pool is full or the system refused a thread.
+    fn grow(self: &Arc<Self>, first: Vec<In>) -> Result<(), Vec<In>> {
+        // Ordering: AcqRel, see `Place`.
+        let reserved = self
+            .places
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.config.max).then_some(n + 1)
+            });
+        if reserved.is_err() {
+            return Err(first);
+        }
+        let place = Place(Arc::clone(&self.places));
+        let pool = Arc::clone(self);
+        self.stage
+            .spawn_fed(self.work.clone(), first, move |w| pool.work(place, w))
+            // A refused spawn dropped the closure, and the place with it.
+            .map_err(|(_, first)| first)
+    }
+
     /// The dispatcher: moves each input chunk to an idle worker, or to a new one.
     ///
     /// The hand-off channel has no capacity, so a `try_send` succeeds exactly when a worker
     /// is blocked waiting for work: "no idle worker" is observed, not guessed.
-    fn dispatch<'scope, In, Out>(&'scope self, stage: StageHandle<'scope, '_, In, Out>)
-    where
-        In: Send + 'scope,
-        Out: Send + 'scope,
-        M: Factory<In, Out>,
-    {
-        let token = stage.token();
-        let stats = &stage.stage().stats;
-        let (hand, work) = crossbeam_channel::bounded::<Vec<In>>(0);
-        let places = Arc::new(AtomicUsize::new(0));
-        let input = stage.input().rx.clone();
+    fn dispatch(self: Arc<Self>, hand: crossbeam_channel::Sender<Vec<In>>) {
+        let token = self.stage.token();
+        let stats = &self.stage.stage().stats;
+        let input = self.stage.input().rx.clone();
         while let Recv::Got(chunk) = recv_or_cancel(&input, token, None) {
             let chunk = match hand.try_send(chunk) {
                 Ok(()) => continue,
                 Err(TrySendError::Full(chunk) | TrySendError::Disconnected(chunk)) => chunk,
             };
-            // No worker is idle: start one if the pool has room, giving it the chunk.
-            // Ordering: AcqRel, see `Place`.
-            let reserved = places
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                    (n < self.max).then_some(n + 1)
-                })
-                .is_ok();
-            let chunk = if reserved {
-                let place = Place(Arc::clone(&places));
-                match stage.spawn_fed(work.clone(), chunk, move |w| self.work(place, w)) {
-                    Ok(()) => continue,
-                    // The system refused a thread: the pool stops growing for now, and the
-                    // chunk waits for a running worker (there is one unless the pool is
-                    // empty, in which case the stage cannot go on).
-                    Err((e, chunk)) => {
-                        if places.load(Ordering::Acquire) == 0 {
-                            count(stats, chunk.len());
-                            stage.fail(format!("cannot start a worker thread: {e}").into());
-                            return;
-                        }
-                        chunk
-                    }
-                }
-            } else {
-                chunk
+            // No worker is idle: start one with the chunk if the pool has room.
+            let Err(chunk) = self.grow(chunk) else {
+                continue;
             };
-            // At the maximum: wait for a worker to become idle.
+            if self.places.load(Ordering::Acquire) == 0 {
+                // Not even one worker could be started: the stage cannot go on.
+                count(stats, chunk.len());
+                self.stage.fail("cannot start a worker thread".into());
+                return;
+            }
+            // At the maximum (or out of threads): wait for a worker to become idle.
             if let Err(chunk) = send_or_cancel(&hand, chunk, token) {
                 count(stats, chunk.len());
                 return;
@@ -181,13 +204,14 @@ impl<M> Dynamic<M> {
     }
 
     /// A worker's loop: process, then wait for more work until idle for too long.
-    fn work<In, Out>(&self, place: Place, mut w: Worker<'_, In, Out>)
-    where
-        In: Send,
-        Out: Send,
-        M: Factory<In, Out>,
-    {
-        let mut processor = match self.factory.make(w.context()) {
+    fn work(self: Arc<Self>, place: Place, mut w: Worker<'scope, In, Out>) {
+        // Starting a thread takes tens of microseconds, and the dispatcher starts them one
+        // at a time. While input is queued, every new worker starts one more, so that a
+        // burst of slow items gets its workers in logarithmic rather than linear time.
+        if !self.stage.input().rx.is_empty() {
+            let _ = self.grow(Vec::new());
+        }
+        let mut processor = match self.config.factory.make(w.context()) {
             Ok(p) => p,
             Err(e) => return w.fail(e),
         };
@@ -195,7 +219,7 @@ impl<M> Dynamic<M> {
             if !drain_chunk(&mut w, &mut processor) {
                 break;
             }
-            match w.refill(Some(Instant::now() + self.idle)) {
+            match w.refill(Some(Instant::now() + self.config.idle)) {
                 Recv::Got(()) => {}
                 // Idle for too long: retire.
                 Recv::TimedOut | Recv::Closed | Recv::Cancelled => break,

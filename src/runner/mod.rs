@@ -508,7 +508,6 @@ where
             error,
         });
     }
-
 }
 
 impl<In, Out> Worker<'_, In, Out> {
