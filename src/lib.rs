@@ -104,11 +104,12 @@ mod transport;
 pub use context::{CancelToken, Cancelled, Context};
 pub use error::{BoxError, Error, ErrorKind, Result, Site};
 pub use pipeline::{Job, Pipeline};
-pub use policy::{Failure, StageOptions};
+pub use policy::{Failure, Retry, StageOptions, Transient};
 pub use processor::{Emitter, FilterMap, FlatMap, Processor, filter_map, flat_map};
 pub use report::{Report, SinkReport, SourceReport, StageId, StageReport, Totals};
 pub use runner::{
-    Broadcast, Cloned, Dynamic, Factory, Fifo, Fixed, Init, StageHandle, StageRunner, Worker,
+    Batch, Broadcast, Cloned, Dynamic, Factory, Fifo, Fixed, Init, Ordered, StageHandle,
+    StageRunner, Worker,
 };
 pub use sink::Sink;
 pub use source::{IntoSource, Source};

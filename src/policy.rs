@@ -3,11 +3,12 @@
 
 use std::any::Any;
 use std::fmt;
+use std::time::Duration;
 
 use crate::error::BoxError;
 use crate::report::StageId;
 
-/// Per-stage options: error policy and input capacity.
+/// Per-stage options: error policy, retries and input capacity.
 ///
 /// Pass them with [`Pipeline::stage_with`](crate::Pipeline::stage_with).
 ///
@@ -41,13 +42,20 @@ pub struct StageOptions<In> {
     pub(crate) policy: Policy<In>,
 }
 
+/// Turns a failed input into the `Any` a [`Failure`] carries.
+pub(crate) type Erase<T> = fn(T) -> Box<dyn Any + Send>;
+
 /// The typed part of a stage's error policy, built where `In` is known to be `Clone`.
 pub(crate) struct Policy<In> {
     /// Keeps a copy of the input while the processor runs, so that a failed input can be
-    /// routed. `None` when the stage fails fast.
+    /// retried or routed. `None` when the stage neither retries nor routes.
     pub(crate) keep: Option<fn(&In) -> In>,
-    /// Erases a kept input for the failure handler.
-    pub(crate) erase: Option<fn(In) -> Box<dyn Any + Send>>,
+    /// Erases a kept input for the failure handler; `None` when the stage fails fast.
+    pub(crate) erase: Option<Erase<In>>,
+    /// Erases a kept batch of inputs (for batching stages); set with `erase`.
+    pub(crate) erase_batch: Option<Erase<Vec<In>>>,
+    /// How failed items are retried.
+    pub(crate) retry: Option<Retry>,
 }
 
 impl<In> Policy<In> {
@@ -55,11 +63,133 @@ impl<In> Policy<In> {
         Policy {
             keep: None,
             erase: None,
+            erase_batch: None,
+            retry: None,
         }
     }
 
     pub(crate) fn routes(&self) -> bool {
         self.erase.is_some()
+    }
+}
+
+/// How a stage retries the items its processor fails on, before its error policy applies.
+///
+/// The processor decides what is worth retrying: only errors wrapped in [`Transient`] are
+/// retried. Each retry waits for a backoff that starts at [`backoff`](Self::backoff) and
+/// doubles up to [`max_backoff`](Self::max_backoff); the wait is cancellation-aware, so
+/// cancelling the run interrupts it. Retries are counted in
+/// [`StageReport::retries`](crate::StageReport::retries). Outputs an attempt emitted before
+/// it failed stay emitted.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::Duration;
+/// use pipework::{Context, Fifo, Pipeline, Retry, StageOptions, Transient};
+///
+/// let calls = AtomicU32::new(0);
+/// let flaky = Pipeline::new().stage_with(
+///     "flaky",
+///     Fifo::new(|x: u32, _: &Context| {
+///         // Fails twice, then works.
+///         if calls.fetch_add(1, Ordering::Relaxed) < 2 {
+///             return Err(Transient::new("connection reset").into());
+///         }
+///         Ok(x)
+///     }),
+///     StageOptions::new().retry(Retry::new(3).backoff(Duration::from_millis(1))),
+/// );
+/// let (out, report) = flaky.collect([7]).unwrap();
+/// assert_eq!(out, [7]);
+/// assert_eq!(report.stages[0].retries, 2);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Retries after the first attempt.
+    attempts: u32,
+    /// The first backoff.
+    backoff: Duration,
+    /// The longest backoff.
+    max_backoff: Duration,
+}
+
+impl Retry {
+    /// Up to `attempts` retries after the first attempt, with a backoff from 10 ms to 1 s.
+    pub fn new(attempts: u32) -> Self {
+        Retry {
+            attempts,
+            backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_secs(1),
+        }
+    }
+
+    /// The wait before the first retry; each further retry waits twice as long.
+    pub fn backoff(mut self, first: Duration) -> Self {
+        self.backoff = first;
+        self
+    }
+
+    /// The longest wait between two attempts.
+    pub fn max_backoff(mut self, max: Duration) -> Self {
+        self.max_backoff = max;
+        self
+    }
+
+    /// How many retries are allowed.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The wait before retry number `retry` (from 1).
+    pub(crate) fn wait(&self, retry: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(retry.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.backoff
+            .checked_mul(factor)
+            .unwrap_or(self.max_backoff)
+            .min(self.max_backoff)
+    }
+}
+
+/// Marks a processor error as worth retrying (see [`Retry`]).
+///
+/// It displays as the error it wraps; when the retries run out, the stage's error policy
+/// sees the wrapped error itself.
+#[derive(Debug)]
+pub struct Transient(BoxError);
+
+impl Transient {
+    /// Wraps `error`.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Transient(error.into())
+    }
+
+    /// The wrapped error.
+    pub fn into_inner(self) -> BoxError {
+        self.0
+    }
+}
+
+impl fmt::Display for Transient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Transient {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Unwraps a [`Transient`] error; other errors pass through.
+pub(crate) fn unwrap_transient(error: BoxError) -> BoxError {
+    match error.downcast::<Transient>() {
+        Ok(t) => t.into_inner(),
+        Err(e) => e,
     }
 }
 
@@ -80,6 +210,17 @@ impl<In> StageOptions<In> {
     }
 }
 
+impl<In: Clone> StageOptions<In> {
+    /// Retries the items the processor fails on with a [`Transient`] error, as `retry`
+    /// says, before the stage's error policy applies. The stage keeps a clone of each input
+    /// while it is processed, to have it for the next attempt.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.policy.keep = Some(In::clone);
+        self.policy.retry = Some(retry);
+        self
+    }
+}
+
 impl<In: Clone + Send + 'static> StageOptions<In> {
     /// Routes every item the processor fails on to the run's failure handler
     /// ([`Job::on_failure`](crate::Job::on_failure)) and goes on with the next item.
@@ -90,6 +231,7 @@ impl<In: Clone + Send + 'static> StageOptions<In> {
     pub fn route_failures(mut self) -> Self {
         self.policy.keep = Some(In::clone);
         self.policy.erase = Some(|item| Box::new(item));
+        self.policy.erase_batch = Some(|batch| Box::new(batch));
         self
     }
 }
@@ -105,6 +247,7 @@ impl<In> fmt::Debug for StageOptions<In> {
         f.debug_struct("StageOptions")
             .field("capacity", &self.capacity)
             .field("route_failures", &self.policy.routes())
+            .field("retry", &self.policy.retry)
             .finish()
     }
 }

@@ -45,8 +45,8 @@ impl fmt::Display for StageId {
 /// # Accounting
 ///
 /// Every item ends in exactly one outcome, and [`Totals::is_balanced`] checks the identity
-/// `read + copies + expanded = sunk + filtered + failed + cancelled`, in finished and aborted
-/// runs alike (see [`Totals`]).
+/// `read + copies + expanded = sunk + filtered + failed + cancelled + merged`, in finished
+/// and aborted runs alike (see [`Totals`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Report {
@@ -120,6 +120,9 @@ pub struct StageReport {
     pub routed: u64,
     /// Retries made (attempts after the first).
     pub retries: u64,
+    /// Inputs a batching stage combined with others: `k - 1` for every batch of `k`; the
+    /// batch then counts as one item.
+    pub merged: u64,
     /// Items that were in this stage, or queued for it, when the run was cancelled.
     pub cancelled: u64,
     /// Clones a broadcast stage made (`branches - 1` per item).
@@ -152,9 +155,9 @@ impl StageReport {
 /// Item totals over the whole run.
 ///
 /// Every item read from the source, every clone a broadcast made and every extra output of a
-/// one-to-many processor ends in exactly one outcome:
+/// one-to-many processor ends in exactly one outcome, or is merged into a batch:
 ///
-/// `read + copies + expanded = sunk + filtered + failed + cancelled`
+/// `read + copies + expanded = sunk + filtered + failed + cancelled + merged`
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Totals {
@@ -174,13 +177,15 @@ pub struct Totals {
     pub routed: u64,
     /// Items in flight or queued when the run was cancelled.
     pub cancelled: u64,
+    /// Inputs combined into batches (`k - 1` per batch of `k`).
+    pub merged: u64,
 }
 
 impl Totals {
     /// Whether the accounting identity holds.
     pub fn is_balanced(&self) -> bool {
         self.read + self.copies + self.expanded
-            == self.sunk + self.filtered + self.failed + self.cancelled
+            == self.sunk + self.filtered + self.failed + self.cancelled + self.merged
     }
 }
 
@@ -201,6 +206,7 @@ impl Report {
             t.failed += s.failed;
             t.routed += s.routed;
             t.cancelled += s.cancelled;
+            t.merged += s.merged;
         }
         t
     }
@@ -346,6 +352,8 @@ pub(crate) struct StageStats {
     pub(crate) failed: AtomicU64,
     pub(crate) routed: AtomicU64,
     pub(crate) retries: AtomicU64,
+    /// Inputs combined into a batch with others (`k - 1` per batch of `k`).
+    pub(crate) merged: AtomicU64,
     pub(crate) cancelled: AtomicU64,
     pub(crate) copies: AtomicU64,
     pub(crate) busy_ns: AtomicU64,
@@ -366,6 +374,7 @@ pub(crate) struct LocalStats {
     pub(crate) failed: u64,
     pub(crate) routed: u64,
     pub(crate) retries: u64,
+    pub(crate) merged: u64,
     pub(crate) cancelled: u64,
     pub(crate) busy_ns: u64,
     pub(crate) wait_ns: u64,
@@ -392,6 +401,7 @@ impl LocalStats {
         add(&shared.failed, &mut self.failed);
         add(&shared.routed, &mut self.routed);
         add(&shared.retries, &mut self.retries);
+        add(&shared.merged, &mut self.merged);
         add(&shared.cancelled, &mut self.cancelled);
         add(&shared.busy_ns, &mut self.busy_ns);
         add(&shared.wait_ns, &mut self.wait_ns);
@@ -421,6 +431,12 @@ impl StageStats {
         self.cancelled.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts time a helper thread spent blocked on a full output queue.
+    pub(crate) fn add_blocked(&self, ns: u64) {
+        // Ordering: Relaxed, see `LocalStats::flush`.
+        self.blocked_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
     /// Counts clones made by a broadcast.
     pub(crate) fn add_copies(&self, n: u64) {
         // Ordering: Relaxed, see `LocalStats::flush`.
@@ -442,6 +458,7 @@ impl StageStats {
             failed: get(&self.failed),
             routed: get(&self.routed),
             retries: get(&self.retries),
+            merged: get(&self.merged),
             cancelled: get(&self.cancelled),
             copies: get(&self.copies),
             expanded: emitted.saturating_sub(get(&self.mapped)),

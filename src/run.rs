@@ -159,7 +159,8 @@ impl<T: Send> Tap for Receiver<Vec<T>> {
 struct Tapped<'scope> {
     tap: Box<dyn Tap + 'scope>,
     counter: &'scope AtomicU64,
-    /// The stage the edge feeds, `None` for the sink.
+    /// The stage whose input queue this is; `None` for the sink's and for channels
+    /// private to a stage.
     stage: Option<usize>,
 }
 
@@ -204,6 +205,22 @@ impl<'scope> Spawner<'scope, '_> {
         // joined: this send cannot fail or block.
         let _ = self.handles.send(handle);
         Ok(())
+    }
+
+    /// A channel private to a stage, tapped: what is left in it after the join counts as
+    /// cancelled, into `counter`.
+    pub(crate) fn channel<T: Send + 'scope>(
+        &self,
+        capacity: usize,
+        counter: &'scope AtomicU64,
+    ) -> (Sender<Vec<T>>, Receiver<Vec<T>>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let _ = self.taps.send(Tapped {
+            tap: Box::new(rx.clone()),
+            counter,
+            stage: None,
+        });
+        (tx, rx)
     }
 
     /// A new edge into stage `index` (or into the sink, past the last stage), tapped: what

@@ -211,6 +211,8 @@ pub(crate) struct Outbox<T> {
     target: usize,
     /// Set once a send failed: everything pushed afterwards is dropped and counted.
     closed: bool,
+    /// In manual mode the buffer is never sent by `push`; its owner takes it instead.
+    manual: bool,
     /// Items dropped because the run was cancelled, not yet reported.
     pub(crate) cancelled: u64,
     /// Nanoseconds spent blocked on a full channel, not yet reported.
@@ -225,6 +227,7 @@ impl<T> Outbox<T> {
             own_limit: 1,
             target: 1,
             closed: false,
+            manual: false,
             cancelled: 0,
             blocked_ns: 0,
         }
@@ -232,7 +235,23 @@ impl<T> Outbox<T> {
 
     /// Recomputes the size at which the buffer is sent.
     fn retarget(&mut self) {
-        self.target = self.edge.shape.advice().min(self.own_limit);
+        self.target = if self.manual {
+            usize::MAX
+        } else {
+            self.edge.shape.advice().min(self.own_limit)
+        };
+    }
+
+    /// Switches to manual mode: `push` only buffers, and the owner takes the buffer with
+    /// [`take`](Self::take).
+    pub(crate) fn set_manual(&mut self) {
+        self.manual = true;
+        self.retarget();
+    }
+
+    /// Takes everything buffered.
+    pub(crate) fn take(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.buf)
     }
 
     /// Sets the producer's own bound on its chunk size.

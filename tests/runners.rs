@@ -237,7 +237,7 @@ fn fixed_pool_calls_init_once_per_worker() {
     for _ in 0..2 {
         let (out, report) = p.collect(0..3000u32).unwrap();
         assert_eq!(out.len(), 3000);
-        assert_eq!(report.stages[0].peak_workers, 3);
+        assert_eq!(report.stages[0].workers_started, 3);
     }
     assert_eq!(inits.load(Ordering::SeqCst), 6, "3 workers × 2 runs");
 }

@@ -34,7 +34,7 @@ use crate::error::BoxError;
 /// let (out, report) = pipeline.collect(0..1000).unwrap();
 /// assert_eq!(out.iter().sum::<usize>(), 10 + 180 + 2700);
 /// assert_eq!(inits.load(Ordering::Relaxed), 3);
-/// assert_eq!(report.stages[0].peak_workers, 3);
+/// assert_eq!(report.stages[0].workers_started, 3);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Fixed<M> {

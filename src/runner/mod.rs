@@ -21,17 +21,21 @@
 //! - **No new work after cancellation.** [`Worker::recv`] checks cancellation before handing
 //!   out each item.
 
+mod batch;
 mod broadcast;
 mod dynamic;
 mod factory;
 mod fifo;
 mod fixed;
+mod ordered;
 
+pub use batch::Batch;
 pub use broadcast::Broadcast;
 pub use dynamic::Dynamic;
 pub use factory::{Cloned, Factory, Init};
 pub use fifo::Fifo;
 pub use fixed::Fixed;
+pub use ordered::Ordered;
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -41,7 +45,7 @@ use crossbeam_channel::Receiver;
 
 use crate::context::{CancelToken, Context};
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
-use crate::policy::{Failure, Policy};
+use crate::policy::{Erase, Failure, Policy, Transient, unwrap_transient};
 use crate::processor::{Emitter, Processor};
 use crate::report::{LocalStats, StageId, nanos};
 use crate::run::{Shared, Spawner, StageShared};
@@ -291,6 +295,23 @@ where
         &self.input
     }
 
+    /// A channel private to the stage, holding at most `capacity` chunks; what is left in
+    /// it after the run counts as cancelled for the stage.
+    pub(crate) fn channel<T: Send + 'scope>(
+        &self,
+        capacity: usize,
+    ) -> (
+        crossbeam_channel::Sender<Vec<T>>,
+        crossbeam_channel::Receiver<Vec<T>>,
+    ) {
+        self.spawner.channel(capacity, &self.stage.stats.cancelled)
+    }
+
+    /// The stage's output queue.
+    pub(crate) fn output(&self) -> &EdgeTx<Out> {
+        &self.output
+    }
+
     /// Splits the stage into `n` branches with queues of their own that share the stage's
     /// output; returns the senders into the branches and the branches' handles.
     pub(crate) fn fan_out(&self, n: usize) -> (Vec<EdgeTx<In>>, Vec<Self>) {
@@ -303,6 +324,16 @@ where
             })
             .unzip()
     }
+}
+
+/// How one unit of work (an item, or a batch) is kept, erased and counted.
+struct Unit<'p, U> {
+    /// Clones the unit before an attempt, when the stage retries or routes.
+    keep: Option<&'p dyn Fn(&U) -> U>,
+    /// Erases a failed unit for the failure handler, when the stage routes.
+    erase: Option<Erase<U>>,
+    /// Stage input items in the unit.
+    items: u64,
 }
 
 /// A name for a thread: the stage's name and the worker's index, cut to the 15 bytes Linux
@@ -343,9 +374,9 @@ pub struct Worker<'scope, In: 'scope, Out: 'scope> {
     local: LocalStats,
     /// Blocked time of the outbox already moved into `local`.
     reported_blocked: u64,
-    /// True while a processor holds an item: if the worker is dropped then, the processor
-    /// panicked and the item counts as failed.
-    in_flight: bool,
+    /// Items a processor holds (a batch counts its items): if the worker is dropped while
+    /// it holds some, the processor panicked, and the unit counts as failed.
+    in_flight: u64,
 }
 
 impl<'scope, In, Out> Worker<'scope, In, Out>
@@ -381,7 +412,7 @@ where
             pacer,
             local,
             reported_blocked: 0,
-            in_flight: false,
+            in_flight: 0,
         }
     }
 
@@ -462,43 +493,124 @@ where
         }
     }
 
-    /// Runs `processor` on one item and applies the stage's error policy. Returns `false`
-    /// when the worker should stop: the stage failed, or the run was cancelled.
+    /// Runs `processor` on one item and applies the stage's error policy (retries, then
+    /// routing or failing fast). Returns `false` when the worker should stop: the stage
+    /// failed, or the run was cancelled.
     pub fn process<P>(&mut self, processor: &mut P, item: In) -> bool
     where
         P: Processor<In, Out> + ?Sized,
     {
-        let kept = self.policy.keep.map(|keep| keep(&item));
-        self.in_flight = true;
-        let mut out = Emitter::new(&mut self.outbox, self.token);
-        let result = processor.process(item, &self.cx, &mut out);
-        let emitted = out.count();
-        self.in_flight = false;
-        self.local.emitted += emitted as u64;
-        match result {
-            Ok(()) if emitted == 0 => self.local.filtered += 1,
-            Ok(()) => self.local.mapped += 1,
-            Err(_) if self.token.is_cancelled() => {
+        let policy = self.policy;
+        let unit = Unit {
+            keep: policy.keep.as_ref().map(|k| k as &dyn Fn(&In) -> In),
+            erase: policy.erase,
+            items: 1,
+        };
+        self.process_unit(processor, item, unit)
+    }
+
+    /// Runs `processor` on a batch of items that counts as one unit from now on (`k - 1`
+    /// of its `k` items are counted as merged).
+    pub(crate) fn process_batch<P>(&mut self, processor: &mut P, batch: Vec<In>) -> bool
+    where
+        P: Processor<Vec<In>, Out> + ?Sized,
+    {
+        let policy = self.policy;
+        let keep = policy
+            .keep
+            .map(|k| move |batch: &Vec<In>| batch.iter().map(k).collect::<Vec<In>>());
+        let unit = Unit {
+            keep: keep.as_ref().map(|k| k as &dyn Fn(&Vec<In>) -> Vec<In>),
+            erase: policy.erase_batch,
+            items: batch.len() as u64,
+        };
+        self.process_unit(processor, batch, unit)
+    }
+
+    /// The body of `process` and `process_batch`.
+    fn process_unit<U, P>(&mut self, processor: &mut P, unit: U, how: Unit<'_, U>) -> bool
+    where
+        P: Processor<U, Out> + ?Sized,
+    {
+        if self.token.is_cancelled() {
+            // No new work after cancellation.
+            self.local.cancelled += how.items;
+            return false;
+        }
+        let mut unit = unit;
+        let mut retries = 0;
+        let error = loop {
+            let kept = how.keep.map(|keep| keep(&unit));
+            self.in_flight = how.items;
+            let mut out = Emitter::new(&mut self.outbox, self.token);
+            let result = processor.process(unit, &self.cx, &mut out);
+            let emitted = out.count();
+            self.in_flight = 0;
+            self.local.emitted += emitted as u64;
+            let error = match result {
+                Ok(()) => {
+                    if emitted == 0 {
+                        self.local.filtered += 1;
+                    } else {
+                        self.local.mapped += 1;
+                    }
+                    self.local.merged += how.items - 1;
+                    return !self.token.is_cancelled();
+                }
+                Err(e) => e,
+            };
+            if self.token.is_cancelled() {
                 // The run is over; an error now is most likely the cancellation itself.
-                self.local.cancelled += 1;
+                self.local.cancelled += how.items;
                 return false;
             }
-            Err(error) => {
-                self.local.failed += 1;
-                match (kept, self.policy.erase) {
-                    (Some(item), Some(erase)) => {
-                        self.local.routed += 1;
-                        self.shared
-                            .route(Failure::new(self.stage.id.clone(), error, erase(item)));
-                    }
-                    _ => {
-                        self.fail(error);
+            match (self.policy.retry, kept) {
+                (Some(retry), Some(again))
+                    if retries < retry.attempts() && error.is::<Transient>() =>
+                {
+                    retries += 1;
+                    self.local.retries += 1;
+                    if self.cx.sleep(retry.wait(retries)).is_err() {
+                        self.local.cancelled += how.items;
                         return false;
                     }
+                    unit = again;
                 }
+                (_, kept) => break (unwrap_transient(error), kept),
+            }
+        };
+        let (error, kept) = error;
+        self.local.failed += 1;
+        self.local.merged += how.items - 1;
+        match (kept, how.erase) {
+            (Some(item), Some(erase)) => {
+                self.local.routed += 1;
+                self.shared
+                    .route(Failure::new(self.stage.id.clone(), error, erase(item)));
+                !self.token.is_cancelled()
+            }
+            _ => {
+                self.fail(error);
+                false
             }
         }
-        !self.token.is_cancelled()
+    }
+
+    /// Takes the outputs buffered since the last call (for runners whose output is in
+    /// manual mode).
+    pub(crate) fn take_output(&mut self) -> Vec<Out> {
+        self.outbox.take()
+    }
+
+    /// Stops sending outputs downstream by itself: the runner takes them with
+    /// `take_output`.
+    pub(crate) fn set_manual_output(&mut self) {
+        self.outbox.set_manual();
+    }
+
+    /// Counts `n` items the runner dropped because the run was cancelled.
+    pub(crate) fn count_cancelled(&mut self, n: usize) {
+        self.local.cancelled += n as u64;
     }
 
     /// Fails the run with a stage error (for instance when a worker cannot set itself up).
@@ -522,9 +634,10 @@ impl<In, Out> Worker<'_, In, Out> {
 
 impl<In, Out> Drop for Worker<'_, In, Out> {
     fn drop(&mut self) {
-        if self.in_flight {
-            // Dropped while a processor held an item: the processor panicked.
+        if self.in_flight > 0 {
+            // Dropped while a processor held a unit: the processor panicked.
             self.local.failed += 1;
+            self.local.merged += self.in_flight - 1;
         }
         self.local.busy_ns +=
             self.pacer

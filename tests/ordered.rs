@@ -1,0 +1,188 @@
+//! The ordered pool: input order kept, a bounded reorder window, every guarantee intact.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Ledger, Tracked, quiet_injected_panics, tracked, watchdog, within};
+use pipework::{
+    BoxError, Context, ErrorKind, Ordered, Pipeline, StageOptions, filter_map, flat_map,
+};
+
+#[test]
+fn smoke() {
+    let _dog = watchdog("smoke", 10);
+    let p = Pipeline::new().stage("sq", Ordered::new(3, |x: u64, _: &Context| Ok(x * x)));
+    let (out, _) = p.collect(0..1000u64).unwrap();
+    assert_eq!(out, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
+}
+
+#[test]
+fn keeps_input_order_with_uneven_work() {
+    let _dog = watchdog("uneven", 30);
+    let p = Pipeline::new()
+        .stage(
+            "uneven",
+            Ordered::new(4, |x: u64, cx: &Context| {
+                if x % 97 == 0 {
+                    cx.sleep(Duration::from_millis(2))?;
+                }
+                Ok(x)
+            }),
+        )
+        .stage(
+            "filter and expand",
+            Ordered::new(
+                2,
+                flat_map(|x: u64, _: &Context| Ok(if x % 3 == 0 { vec![] } else { vec![x, x] })),
+            ),
+        );
+    let (out, report) = p.collect(0..20_000u64).unwrap();
+    let expected: Vec<u64> = (0..20_000u64)
+        .filter(|x| x % 3 != 0)
+        .flat_map(|x| [x, x])
+        .collect();
+    assert_eq!(out, expected);
+    assert!(report.totals().is_balanced());
+}
+
+#[test]
+fn a_slow_item_holds_back_at_most_the_window() {
+    let _dog = watchdog("window", 30);
+    const WORKERS: usize = 4;
+    const WINDOW: usize = 2;
+    let started_while_slow = AtomicUsize::new(0);
+    let slow_running = std::sync::atomic::AtomicBool::new(false);
+    let p = Pipeline::new().max_chunk(1).stage(
+        "one slow",
+        Ordered::new(WORKERS, |x: u64, cx: &Context| {
+            if x == 0 {
+                slow_running.store(true, Ordering::SeqCst);
+                cx.sleep(Duration::from_millis(300))?;
+                slow_running.store(false, Ordering::SeqCst);
+            } else if slow_running.load(Ordering::SeqCst) {
+                started_while_slow.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(x)
+        })
+        .window(WINDOW),
+    );
+    let (out, _) = p.collect(0..1000u64).unwrap();
+    assert_eq!(out, (0..1000).collect::<Vec<_>>());
+    let ahead = started_while_slow.load(Ordering::SeqCst);
+    // The documented bound: workers × (window + 2) chunks of one item.
+    assert!(
+        ahead <= WORKERS * (WINDOW + 2),
+        "{ahead} items processed past the slow one"
+    );
+    assert!(
+        ahead >= 1,
+        "the other workers did not go on while one was slow"
+    );
+}
+
+#[test]
+fn every_item_dropped_once_on_error_and_panic() {
+    quiet_injected_panics();
+    let _dog = watchdog("ordered faults", 30);
+    for panic in [false, true] {
+        let ledger = Ledger::new(5000);
+        let p = Pipeline::new().stage(
+            "fails at 2500",
+            Ordered::new(
+                3,
+                move |t: Tracked, _: &Context| -> Result<Tracked, BoxError> {
+                    if t.id == 2500 {
+                        if panic {
+                            panic!("injected");
+                        }
+                        return Err("injected error".into());
+                    }
+                    Ok(t)
+                },
+            ),
+        );
+        let err = within(Duration::from_secs(5), "ordered fault", || {
+            p.run(tracked(5000, &ledger), |_| Ok(())).unwrap_err()
+        });
+        assert_eq!(err.stage().unwrap().name(), "fails at 2500");
+        assert!(matches!(
+            (panic, err.kind()),
+            (true, ErrorKind::Panic { .. }) | (false, ErrorKind::Stage { .. })
+        ));
+        ledger.assert_each_dropped_once();
+        let t = err.report().unwrap().totals();
+        assert_eq!(t.failed, 1);
+        assert!(t.is_balanced(), "{t:?}");
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Job(u32);
+
+#[test]
+fn routes_failures_and_keeps_order_of_the_rest() {
+    let _dog = watchdog("ordered routing", 30);
+    let p = Pipeline::new().stage_with(
+        "odd fails",
+        Ordered::new(
+            3,
+            filter_map(|j: Job, _: &Context| {
+                if j.0 % 2 == 1 {
+                    Err("odd".into())
+                } else {
+                    Ok((j.0 % 4 == 0).then_some(j.0))
+                }
+            }),
+        ),
+        StageOptions::new().route_failures(),
+    );
+    let mut failed = Vec::new();
+    let mut out = Vec::new();
+    let report = p
+        .job()
+        .on_failure(|f| failed.push(f.into_item::<Job>().unwrap().0))
+        .run((0..1000).map(Job), &mut out)
+        .unwrap();
+    failed.sort_unstable();
+    assert_eq!(failed, (0..1000).filter(|x| x % 2 == 1).collect::<Vec<_>>());
+    assert_eq!(out, (0..1000).filter(|x| x % 4 == 0).collect::<Vec<_>>());
+    let t = report.totals();
+    assert_eq!((t.failed, t.filtered, t.sunk), (500, 250, 250));
+}
+
+#[test]
+fn cancellation_stops_an_ordered_stage_promptly() {
+    let _dog = watchdog("ordered cancel", 30);
+    let p = Pipeline::new().stage(
+        "sleepy",
+        Ordered::new(4, |x: u64, cx: &Context| {
+            cx.sleep(Duration::from_secs(30))?;
+            Ok(x)
+        }),
+    );
+    let err = within(Duration::from_secs(2), "ordered timeout", || {
+        p.job()
+            .timeout(Duration::from_millis(100))
+            .run(0..100u64, |_| Ok(()))
+            .unwrap_err()
+    });
+    assert!(matches!(err.kind(), ErrorKind::Deadline { .. }));
+    assert!(err.report().unwrap().totals().is_balanced());
+}
+
+#[test]
+fn zero_workers_or_window_is_a_configuration_error() {
+    let f = |x: u8, _: &Context| Ok(x);
+    let err = Pipeline::new()
+        .stage("o", Ordered::new(0, f))
+        .collect([1])
+        .unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Config { .. }));
+    let err = Pipeline::new()
+        .stage("o", Ordered::new(2, f).window(0))
+        .collect([1])
+        .unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Config { .. }));
+}

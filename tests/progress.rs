@@ -1,0 +1,64 @@
+//! Live progress: snapshots on the calling thread while the run goes on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::watchdog;
+use pipework::{Context, Fifo, Fixed, Pipeline};
+
+#[test]
+fn smoke() {
+    let _dog = watchdog("smoke", 10);
+    let p = Pipeline::new().stage(
+        "slow",
+        Fifo::new(|x: u32, cx: &Context| {
+            cx.sleep(Duration::from_millis(2))?;
+            Ok(x)
+        }),
+    );
+    let mut ticks = 0;
+    p.job()
+        .on_progress(Duration::from_millis(10), |_| ticks += 1)
+        .run(0..50u32, |_| Ok(()))
+        .unwrap();
+    assert!(ticks >= 2, "{ticks} progress reports");
+}
+
+#[test]
+fn snapshots_grow_and_show_the_bottleneck_and_queues() {
+    let _dog = watchdog("progress", 20);
+    let caller = std::thread::current().id();
+    let p = Pipeline::new()
+        .stage("fast", Fixed::new(2, |x: u32, _: &Context| Ok(x)))
+        .stage(
+            "slow",
+            Fifo::new(|x: u32, cx: &Context| {
+                cx.sleep(Duration::from_millis(1))?;
+                Ok(x)
+            }),
+        );
+    let mut snapshots = Vec::new();
+    let report = p
+        .job()
+        .on_progress(Duration::from_millis(20), |r| {
+            assert_eq!(std::thread::current().id(), caller);
+            snapshots.push(r.clone());
+        })
+        .run(0..300u32, |_| Ok(()))
+        .unwrap();
+    assert!(snapshots.len() >= 3);
+    let sunk: Vec<u64> = snapshots.iter().map(|r| r.sink.consumed).collect();
+    assert!(
+        sunk.windows(2).all(|w| w[0] <= w[1]),
+        "progress went backwards: {sunk:?}"
+    );
+    assert!(*sunk.last().unwrap() < 300, "no snapshot was taken mid-run");
+    assert!(
+        snapshots.iter().any(|r| r.stages[1].queued > 0),
+        "the slow stage never had a queue"
+    );
+    let mid = &snapshots[snapshots.len() / 2];
+    assert_eq!(mid.bottleneck().map(|s| s.id.name()), Some("slow"));
+    assert_eq!(report.sink.consumed, 300);
+}
