@@ -25,8 +25,9 @@
 //!
 //! How a stage spreads its work over threads is its [`StageRunner`]: [`Fifo`] (one worker,
 //! order kept), [`Fixed`] (n workers), [`Dynamic`] (workers spawned on demand up to a
-//! maximum) and [`Broadcast`] (every item to every branch). The trait is public; see its
-//! documentation to write your own.
+//! maximum), [`Ordered`] (n workers, order kept within a bounded window), [`Batch`] (items
+//! grouped into `Vec`s) and [`Broadcast`] (every item to every branch). The trait is public;
+//! see its documentation to write your own.
 //!
 //! ```
 //! use std::time::Duration;
@@ -70,16 +71,18 @@
 //! assert!(err.report().unwrap().totals().is_balanced());
 //! ```
 //!
-//! A [`CancelToken`] cancels runs from any thread, [`Job::timeout`] bounds a run's time, and
+//! A [`CancelToken`] cancels runs from any thread, [`Job::timeout`] bounds a run's time,
 //! [`StageOptions::route_failures`] sends the items a stage fails on to a handler instead of
-//! failing the run.
+//! failing the run, [`StageOptions::retry`] retries [`Transient`] failures, and
+//! [`Job::on_progress`] reports live progress.
 //!
 //! # Guarantees
 //!
 //! - Every thread of a run is joined before `run` returns.
 //! - Every item read, cloned by a broadcast or emitted beyond the first by a one-to-many
 //!   processor ends in exactly one outcome: `read + copies + expanded = sunk + filtered +
-//!   failed + cancelled` ([`Totals::is_balanced`]), in aborted runs too.
+//!   failed + cancelled + merged` ([`Totals::is_balanced`]), in aborted runs too (`merged`
+//!   counts the items a [`Batch`] combined with others).
 //! - Every queue is bounded: memory does not grow with the input's length.
 //! - The first error is returned; a panic never leaves a run hanging.
 //!
