@@ -17,6 +17,9 @@ use crate::transport::{DEFAULT_MAX_CHUNK, EdgeRx};
 /// Default capacity of every queue, in chunks.
 const DEFAULT_CAPACITY: usize = 16;
 
+/// The largest queue capacity accepted, in chunks (a queue allocates its slots up front).
+pub(crate) const MAX_CAPACITY: usize = 1 << 20;
+
 /// A pipeline definition: stages from `In` to `Out`, run any number of times.
 ///
 /// Build it once with [`new`](Self::new) and [`stage`](Self::stage); each stage maps the
@@ -140,7 +143,7 @@ where
 
     /// Sets the default capacity of every queue, in chunks (default 16). A queue holds at
     /// most `capacity × max_chunk` items, so memory stays bounded whatever the input's
-    /// length. Zero is a configuration error.
+    /// length. Zero, or more than 2^20, is a configuration error.
     pub fn capacity(mut self, chunks: usize) -> Self {
         self.capacity = chunks;
         self
@@ -244,8 +247,11 @@ where
         let config = |stage: Option<StageId>, message: String| {
             Error::new(ErrorKind::Config { stage, message }, None)
         };
-        if self.capacity == 0 {
-            return Err(config(None, "queue capacity must be at least 1".into()));
+        if self.capacity == 0 || self.capacity > MAX_CAPACITY {
+            return Err(config(
+                None,
+                format!("queue capacity must be between 1 and {MAX_CAPACITY} chunks"),
+            ));
         }
         if self.max_chunk == 0 {
             return Err(config(None, "max_chunk must be at least 1".into()));
@@ -255,8 +261,11 @@ where
             if let Some(problem) = &meta.problem {
                 return Err(config(id(), problem.clone()));
             }
-            if meta.capacity == Some(0) {
-                return Err(config(id(), "queue capacity must be at least 1".into()));
+            if meta.capacity.is_some_and(|c| c == 0 || c > MAX_CAPACITY) {
+                return Err(config(
+                    id(),
+                    format!("queue capacity must be between 1 and {MAX_CAPACITY} chunks"),
+                ));
             }
             if meta.routes && !has_failure_handler {
                 return Err(config(

@@ -203,7 +203,8 @@ impl<In> StageOptions<In> {
     }
 
     /// Sets the capacity of this stage's input queue, in chunks (see
-    /// [`Pipeline::capacity`](crate::Pipeline::capacity)). Zero is a configuration error.
+    /// [`Pipeline::capacity`](crate::Pipeline::capacity)). Zero, or more than 2^20, is a
+    /// configuration error.
     pub fn capacity(mut self, chunks: usize) -> Self {
         self.capacity = Some(chunks);
         self

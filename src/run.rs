@@ -344,20 +344,21 @@ where
             on_failure: &mut job.on_failure,
             started,
         };
-        sink_loop.run(&mut sink, job.progress.as_mut(), &taps_rx, &mut taps);
+        let mut reaper = Reaper::new(handles_rx);
+        sink_loop.run(
+            &mut sink,
+            job.progress.as_mut(),
+            &taps_rx,
+            &mut taps,
+            &mut reaper,
+        );
         let finished_cleanly = !shared.token.is_cancelled();
         if finished_cleanly {
             sink_loop.finish(&mut sink);
         }
         drop(done);
 
-        // Join every thread. The handle channel closes once every thread that could
-        // spawn another has ended.
-        for handle in handles_rx.iter() {
-            // Thread bodies catch their panics, so a join error cannot carry one of the
-            // user's; there is nothing more to report.
-            let _ = handle.join();
-        }
+        reaper.join_all();
         // Count what is left in the queues; deliver the failures still on their way.
         taps.extend(taps_rx.try_iter());
         for tapped in &taps {
@@ -497,6 +498,58 @@ struct SinkLoop<'r, 'h, T> {
     started: Instant,
 }
 
+/// Joins the run's threads: those that have finished while the run goes on (a dynamic pool
+/// retires workers, and joining thousands of them at the end would delay `run`'s return),
+/// and all the others at the end.
+struct Reaper<'scope> {
+    /// Where the spawners send the handles.
+    incoming: Receiver<ScopedJoinHandle<'scope, ()>>,
+    /// Handles of threads not joined yet.
+    running: Vec<ScopedJoinHandle<'scope, ()>>,
+    /// When `reap` last looked.
+    last: Instant,
+}
+
+impl<'scope> Reaper<'scope> {
+    /// How often `reap` looks at most.
+    const EVERY: Duration = Duration::from_millis(5);
+
+    fn new(incoming: Receiver<ScopedJoinHandle<'scope, ()>>) -> Self {
+        Reaper {
+            incoming,
+            running: Vec::new(),
+            last: Instant::now(),
+        }
+    }
+
+    /// Joins the threads that have finished, if it has not looked for a while.
+    fn reap(&mut self) {
+        if self.last.elapsed() < Self::EVERY {
+            return;
+        }
+        self.running.extend(self.incoming.try_iter());
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].is_finished() {
+                // Thread bodies catch their panics: a join error cannot carry one of the
+                // user's, and there is nothing more to report.
+                let _ = self.running.swap_remove(i).join();
+            } else {
+                i += 1;
+            }
+        }
+        self.last = Instant::now();
+    }
+
+    /// Joins every thread of the run. The handle channel closes once every thread that
+    /// could spawn another has ended.
+    fn join_all(self) {
+        for handle in self.running.into_iter().chain(self.incoming.iter()) {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// What woke the calling thread.
 enum Woken<T> {
     Items(Vec<T>),
@@ -515,6 +568,7 @@ impl<T> SinkLoop<'_, '_, T> {
         mut progress: Option<&mut Progress<'_>>,
         taps_rx: &Receiver<Tapped<'scope>>,
         taps: &mut Vec<Tapped<'scope>>,
+        reaper: &mut Reaper<'scope>,
     ) {
         let token = &self.shared.token;
         let mut next_tick = progress.as_ref().map(|(every, _)| Instant::now() + *every);
@@ -576,6 +630,7 @@ impl<T> SinkLoop<'_, '_, T> {
                 }
             };
             self.report.waiting += waiting.elapsed();
+            reaper.reap();
             match woken {
                 Woken::Tick | Woken::Failure(None) => {}
                 Woken::Items(chunk) => {

@@ -336,7 +336,7 @@ fn bad_configuration_is_caught_before_any_thread_starts() {
         ),
         (
             Pipeline::new().capacity(0),
-            "invalid configuration: queue capacity must be at least 1",
+            "invalid configuration: queue capacity must be between 1 and 1048576 chunks",
         ),
         (
             Pipeline::new().max_chunk(0),
@@ -348,7 +348,7 @@ fn bad_configuration_is_caught_before_any_thread_starts() {
                 Fifo::new(f),
                 pipework::StageOptions::new().capacity(0),
             ),
-            "invalid configuration of stage 0 (s): queue capacity must be at least 1",
+            "invalid configuration of stage 0 (s): queue capacity must be between 1 and 1048576 chunks",
         ),
         (
             Pipeline::new().stage_with(

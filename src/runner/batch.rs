@@ -48,6 +48,9 @@ pub struct Batch<P> {
     processor: Mutex<P>,
 }
 
+/// The most slots a batch reserves before it fills (a huge `size` must not allocate up front).
+const PREALLOCATE: usize = 4096;
+
 impl<P> Batch<P> {
     /// Batches of up to `size` items, each waiting at most `max_wait` for more after its
     /// first item. A size of zero is a configuration error.
@@ -88,7 +91,7 @@ where
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
         stage.spawn(move |mut w| {
-            let mut batch: Vec<In> = Vec::with_capacity(self.size);
+            let mut batch: Vec<In> = Vec::with_capacity(self.size.min(PREALLOCATE));
             let mut due = None;
             loop {
                 while batch.len() < self.size {
@@ -114,7 +117,10 @@ where
                     }
                 };
                 if !batch.is_empty() {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(self.size));
+                    let full = std::mem::replace(
+                        &mut batch,
+                        Vec::with_capacity(self.size.min(PREALLOCATE)),
+                    );
                     let mut processor = self.processor.lock();
                     if !w.process_batch(&mut *processor, full) {
                         return;

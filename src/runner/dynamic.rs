@@ -155,6 +155,11 @@ where
     ///
     /// Gives `first` back when the pool is full or the system refused a thread.
     fn grow(self: &Arc<Self>, first: Vec<In>) -> Result<(), Vec<In>> {
+        if self.stage.token().is_cancelled() {
+            // A cancelled run's input is never drained: a worker started now would see
+            // input waiting and start another, without end.
+            return Err(first);
+        }
         // Ordering: AcqRel, see `Place`.
         let reserved = self
             .places
@@ -189,6 +194,10 @@ where
             let Err(chunk) = self.grow(chunk) else {
                 continue;
             };
+            if token.is_cancelled() {
+                count(stats, chunk.len());
+                return;
+            }
             if self.places.load(Ordering::Acquire) == 0 {
                 // Not even one worker could be started: the stage cannot go on.
                 count(stats, chunk.len());
@@ -208,7 +217,7 @@ where
         // Starting a thread takes tens of microseconds, and the dispatcher starts them one
         // at a time. While input is queued, every new worker starts one more, so that a
         // burst of slow items gets its workers in logarithmic rather than linear time.
-        if !self.stage.input().rx.is_empty() {
+        if !self.stage.input().rx.is_empty() && !w.context().is_cancelled() {
             let _ = self.grow(Vec::new());
         }
         let mut processor = match self.config.factory.make(w.context()) {

@@ -72,7 +72,7 @@ impl<M> Ordered<M> {
     }
 
     /// How many finished chunks each worker may hold ahead of the slowest one (default 4).
-    /// Zero is a configuration error.
+    /// Zero, or more than 2^20, is a configuration error.
     pub fn window(mut self, chunks: usize) -> Self {
         self.window = chunks;
         self
@@ -93,8 +93,11 @@ where
         if self.workers == 0 {
             return Err("an ordered pool needs at least one worker".into());
         }
-        if self.window == 0 {
-            return Err("an ordered pool needs a window of at least one chunk".into());
+        if self.window == 0 || self.window > crate::pipeline::MAX_CAPACITY {
+            return Err(format!(
+                "an ordered pool's window must be between 1 and {} chunks",
+                crate::pipeline::MAX_CAPACITY
+            ));
         }
         Ok(())
     }

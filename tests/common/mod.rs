@@ -162,3 +162,111 @@ pub fn quiet_injected_panics() {
         }));
     });
 }
+
+pub mod audit;
+
+/// Serialises the tests of one file that look at the process's thread count: hold the
+/// guard for the whole test. Poisoning is ignored (a failed test already reported).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The thread count once it has stopped changing for 100 ms (at most 2 s of waiting), so
+/// that a test thread of the harness that is just ending is not part of a baseline.
+pub fn stable_thread_count() -> usize {
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut last = thread_count();
+    let mut since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(10));
+        let n = thread_count();
+        if n != last {
+            last = n;
+            since = Instant::now();
+        } else if since.elapsed() >= Duration::from_millis(100) || Instant::now() > until {
+            return n;
+        }
+    }
+}
+
+/// A re-armable watchdog: one detached thread for the whole process that aborts it when a
+/// case stays armed past its limit. Cheaper than [`watchdog`] for thousands of cases, and it
+/// does not make the thread count move from case to case (start it before taking a
+/// baseline).
+pub struct Patrol {
+    state: std::sync::Mutex<PatrolState>,
+    wake: std::sync::Condvar,
+}
+
+struct PatrolState {
+    /// What is being watched and when it must be over.
+    armed: Option<(Instant, String)>,
+}
+
+/// Disarms the patrol when dropped.
+#[must_use = "the patrol is disarmed when the guard drops"]
+pub struct Armed {
+    patrol: &'static Patrol,
+}
+
+/// The process's patrol, started on first use.
+pub fn patrol() -> &'static Patrol {
+    static PATROL: std::sync::OnceLock<&'static Patrol> = std::sync::OnceLock::new();
+    PATROL.get_or_init(|| {
+        let patrol: &'static Patrol = Box::leak(Box::new(Patrol {
+            state: std::sync::Mutex::new(PatrolState { armed: None }),
+            wake: std::sync::Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("patrol".into())
+            .spawn(move || patrol.watch())
+            .expect("cannot start the patrol thread");
+        patrol
+    })
+}
+
+impl Patrol {
+    /// Aborts the process unless the guard is dropped within `limit`.
+    pub fn arm(&'static self, what: impl Into<String>, limit: Duration) -> Armed {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(state.armed.is_none(), "the patrol is already armed");
+        state.armed = Some((Instant::now() + limit, what.into()));
+        self.wake.notify_all();
+        Armed { patrol: self }
+    }
+
+    fn watch(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let wait = match &state.armed {
+                None => None,
+                Some((deadline, what)) => {
+                    let now = Instant::now();
+                    if now >= *deadline {
+                        eprintln!("patrol: `{what}` did not finish in time: aborting");
+                        std::process::abort();
+                    }
+                    Some(*deadline - now)
+                }
+            };
+            state = match wait {
+                None => self.wake.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    self.wake
+                        .wait_timeout(state, d)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        let mut state = self.patrol.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.armed = None;
+        self.patrol.wake.notify_all();
+    }
+}
