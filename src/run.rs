@@ -338,7 +338,7 @@ where
         let mut sink_loop = SinkLoop {
             shared,
             inbox: Inbox::new(last.rx, last.shape),
-            pacer: Pacer::new(),
+            pacer: Pacer::new(1),
             report: &mut sink_report,
             failures: &failures_rx,
             on_failure: &mut job.on_failure,

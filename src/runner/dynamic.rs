@@ -190,9 +190,18 @@ where
                 Ok(()) => continue,
                 Err(TrySendError::Full(chunk) | TrySendError::Disconnected(chunk)) => chunk,
             };
-            // No worker is idle: start one with the chunk if the pool has room.
-            let Err(chunk) = self.grow(chunk) else {
-                continue;
+            // No worker is idle. Start one with the chunk if the pool has room — unless the
+            // stage's output queue is full while workers run: then they are busy waiting for
+            // the next stage, and one more would only wait with them.
+            let waiting_downstream =
+                self.stage.output().tx.is_full() && self.places.load(Ordering::Acquire) > 0;
+            let chunk = if waiting_downstream {
+                chunk
+            } else {
+                match self.grow(chunk) {
+                    Ok(()) => continue,
+                    Err(chunk) => chunk,
+                }
             };
             if token.is_cancelled() {
                 count(stats, chunk.len());

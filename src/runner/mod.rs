@@ -393,9 +393,9 @@ where
         let shared = handle.spawner.shared();
         let stage = handle.stage;
         stage.stats.worker_started();
+        let mut pacer = Pacer::new(handle.input.shape.advice());
         let mut inbox = Inbox::new(rx, handle.input.shape);
         let mut local = LocalStats::default();
-        let mut pacer = Pacer::new();
         if !first.is_empty() {
             local.received += first.len() as u64;
             pacer.begin(Instant::now(), first.len(), 0);

@@ -17,7 +17,7 @@ use crate::transport::{Outbox, Recv, recv_or_cancel, send_or_cancel};
 /// Besides its input queue, the stage holds at most `workers × (window + 2)` chunks: per
 /// worker, one chunk queued for it, the one it processes, and `window` finished ones waiting
 /// for their turn. A chunk holds at most the pipeline's `max_chunk` items, and a single item
-/// when items are slow (chunks adapt to about 40 µs of work). A slow item therefore delays
+/// when items are slow (chunks adapt to about 0.5 ms of work). A slow item therefore delays
 /// the stage by at most the window, and never makes memory grow.
 ///
 /// # Examples
