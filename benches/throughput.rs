@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::bounded;
 use pariter::IteratorExt as _;
 use pipework::{
-    BoxError, Context, Dynamic, Fifo, Fixed, IntoSource, Pipeline, Report, StageRunner,
+    BoxError, Context, Dynamic, Fifo, Fixed, IntoSource, Ordered, Pipeline, Report, StageRunner,
 };
 use rayon::prelude::*;
 
@@ -117,6 +117,7 @@ fn main() -> ExitCode {
     w1_trivial(&mode, &mut out);
     w2_pools(&mode, &mut out);
     w3_cpu_bound(&mode, &mut out);
+    w8_ordered(&mode, &mut out);
     w4_article(&mode, &mut out);
     w5_fast_into_slow(&mode, &mut out);
     w6_trickle(&mode, &mut out);
@@ -647,6 +648,64 @@ fn w3_cpu_bound(mode: &Mode, out: &mut Out) {
         Target::AtLeast(0.95),
     );
     out.headline("W3", "vs_pariter", pw.rate() / pariter.rate(), Target::None);
+}
+
+/// An order-sensitive fold: equal only for the same values in the same order.
+fn ordered_fold(acc: u64, x: u64) -> u64 {
+    acc.wrapping_mul(0x100_0000_01B3).wrapping_add(x)
+}
+
+/// W8: W3's CPU-bound stage through the ordered pool, which must deliver in input order.
+/// Compared with the unordered fixed pool and with pariter (also ordered), same run.
+fn w8_ordered(mode: &Mode, out: &mut Out) {
+    let n = mode.w3_items;
+    let rounds = calibrate(Duration::from_micros(5));
+    let in_order: u64 = (0..n).map(|x| work(x, rounds)).fold(0, ordered_fold);
+    let any_order: u64 = (0..n).map(|x| work(x, rounds)).sum();
+    println!("\n== W8 ordered: W3's {n} items through Ordered::new(2), outputs in input order");
+    let ordered = Pipeline::new().stage(
+        "work",
+        Ordered::new(2, move |x: u64, _: &Context| Ok(work(x, rounds))),
+    );
+    let fixed = Pipeline::new().stage(
+        "work",
+        Fixed::new(2, move |x: u64, _: &Context| Ok(work(x, rounds))),
+    );
+    let [pw, pool, pariter] = measure(
+        out,
+        "W8",
+        mode.rounds,
+        [
+            Variant::new("ordered", n, in_order, || {
+                let mut acc = 0;
+                ordered
+                    .run(0..n, |x: u64| {
+                        acc = ordered_fold(acc, x);
+                        Ok(())
+                    })
+                    .unwrap_or_else(|e| panic!("pipework run failed: {e}"));
+                acc
+            }),
+            Variant::new("fixed_pool", n, any_order, || run_sum(&fixed, 0..n).0),
+            Variant::new("pariter", n, in_order, || {
+                (0..n)
+                    .parallel_map(move |x| work(x, rounds))
+                    .fold(0, ordered_fold)
+            }),
+        ],
+    );
+    out.headline(
+        "W8",
+        "vs_fixed_pool",
+        pw.rate() / pool.rate(),
+        Target::AtLeast(0.9),
+    );
+    out.headline(
+        "W8",
+        "vs_pariter",
+        pw.rate() / pariter.rate(),
+        Target::AtLeast(1.0),
+    );
 }
 
 /// W4's step length: every fifth task is slow at every stage.
