@@ -49,15 +49,19 @@ enum Config {
     Fifo,
     Fixed(usize),
     Dynamic(usize),
+    /// An ordered pool: workers and window.
+    Ordered(usize, usize),
     Broadcast(usize),
 }
 
-const CONFIGS: [Config; 7] = [
+const CONFIGS: [Config; 9] = [
     Config::Fifo,
     Config::Fixed(1),
     Config::Fixed(2),
     Config::Fixed(4),
     Config::Dynamic(4),
+    Config::Ordered(1, 1),
+    Config::Ordered(3, 2),
     Config::Broadcast(2),
     Config::Broadcast(3),
 ];
@@ -68,6 +72,7 @@ impl Config {
             Config::Fifo => Runner::Fifo,
             Config::Fixed(n) => Runner::Fixed(n),
             Config::Dynamic(n) => Runner::Dynamic(n),
+            Config::Ordered(n, w) => Runner::Ordered(n, w),
             Config::Broadcast(k) => Runner::Broadcast(BRANCHES[..k].to_vec()),
         }
     }
