@@ -16,7 +16,7 @@
 //!
 //! - a cheap stage moves hundreds of items per channel operation;
 //! - a slow consumer gets chunks of one item, so a pool never holds a chunk of slow items on
-//!   one worker while another idles (at most `BUDGET` of work sits in one chunk);
+//!   one worker while another idles (at most about `BUDGET` of work sits in one chunk);
 //! - a slow producer never makes its first buffered output wait for more than about
 //!   `BUDGET` of its own work.
 //!
@@ -28,8 +28,8 @@
 //! Every blocking operation here is a `select` that also watches the run's
 //! [`CancelToken`](crate::CancelToken), whose channel disconnects on cancellation. A thread
 //! blocked on a full or an empty channel is therefore always woken by cancellation, even
-//! though the run keeps a receiver of every edge (for counting leftovers, see
-//! `run::Drains`) and channels never disconnect under a blocked sender.
+//! though the run keeps a receiver of every edge (a *tap*, for counting leftovers, see
+//! `run::Spawner::edge_into`) and channels never disconnect under a blocked sender.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
