@@ -9,7 +9,6 @@ use crossbeam_channel::TrySendError;
 use super::{Cloned, Factory, Init, StageHandle, StageRunner, Worker};
 use crate::context::Context;
 use crate::error::BoxError;
-use crate::processor::Processor;
 use crate::report::StageStats;
 use crate::transport::{Recv, recv_or_cancel, send_or_cancel};
 
@@ -234,7 +233,7 @@ where
             Err(e) => return w.fail(e),
         };
         loop {
-            if !drain_chunk(&mut w, &mut processor) {
+            if !w.process_buffered(&mut processor) {
                 break;
             }
             match w.refill(Some(Instant::now() + self.config.idle)) {
@@ -249,21 +248,6 @@ where
         drop(w);
         drop(place);
     }
-}
-
-/// Processes the rest of the worker's current chunk; false when the worker must stop.
-fn drain_chunk<In, Out, P>(w: &mut Worker<'_, In, Out>, processor: &mut P) -> bool
-where
-    In: Send,
-    Out: Send,
-    P: Processor<In, Out>,
-{
-    while let Some(item) = w.next_buffered() {
-        if !w.process(processor, item) {
-            return false;
-        }
-    }
-    !w.context().is_cancelled()
 }
 
 /// Counts items the dispatcher held when the run was cancelled.

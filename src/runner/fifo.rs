@@ -76,13 +76,9 @@ where
                         return;
                     }
                 };
-                while let Some(item) = w.next_buffered() {
-                    if !w.process(&mut *processor, item) {
-                        return;
-                    }
-                }
+                let go_on = w.process_buffered(&mut *processor);
                 drop(processor);
-                if w.context().is_cancelled() {
+                if !go_on {
                     return;
                 }
                 match w.refill(None) {

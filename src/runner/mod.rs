@@ -450,6 +450,20 @@ where
         self.inbox.next_buffered()
     }
 
+    /// Processes the rest of the current chunk. False when the worker must stop: the stage
+    /// failed or the run was cancelled.
+    pub(crate) fn process_buffered<P>(&mut self, processor: &mut P) -> bool
+    where
+        P: Processor<In, Out> + ?Sized,
+    {
+        while let Some(item) = self.next_buffered() {
+            if !self.process(processor, item) {
+                return false;
+            }
+        }
+        !self.token.is_cancelled()
+    }
+
     /// Closes the current chunk (measuring it) and takes the next one, waiting until
     /// `deadline` at most.
     pub(crate) fn refill(&mut self, deadline: Option<Instant>) -> Recv<()> {

@@ -189,12 +189,7 @@ impl<M> Ordered<M> {
             Err(e) => return w.fail(e),
         };
         while let Recv::Got(()) = w.refill(None) {
-            while let Some(item) = w.next_buffered() {
-                if !w.process(&mut processor, item) {
-                    return;
-                }
-            }
-            if w.context().is_cancelled() {
+            if !w.process_buffered(&mut processor) {
                 return;
             }
             let outputs = w.take_output();
