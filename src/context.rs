@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use crate::report::StageId;
+use crate::id::StageId;
 
 /// A cloneable handle that cancels every run it is attached to.
 ///
@@ -201,15 +201,56 @@ pub struct Context<'r> {
     worker: usize,
     /// The run's own token.
     token: &'r CancelToken,
+    /// When the run's time limit ends, if it has one.
+    deadline: Option<Instant>,
 }
 
 impl<'r> Context<'r> {
-    pub(crate) fn new(stage: &'r StageId, worker: usize, token: &'r CancelToken) -> Self {
+    pub(crate) fn new(
+        stage: &'r StageId,
+        worker: usize,
+        token: &'r CancelToken,
+        deadline: Option<Instant>,
+    ) -> Self {
         Context {
             stage,
             worker,
             token,
+            deadline,
         }
+    }
+
+    /// When the run's time limit ([`Job::timeout`](crate::Job::timeout)) ends, if it has
+    /// one. Pass it on to blocking calls of your own (a client's timeout): the run can only
+    /// return once every processor call has returned, so a processor blocked in someone
+    /// else's I/O bounds how fast a timed-out run comes back.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The time left until the run's deadline (zero once it has passed), or `None` when the
+    /// run has no time limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use pipework::{Context, Fifo, Pipeline};
+    ///
+    /// let pipeline = Pipeline::new().stage(
+    ///     "call",
+    ///     Fifo::new(|x: u32, cx: &Context| {
+    ///         // A client call that must not outlive the run.
+    ///         let budget = cx.remaining().unwrap_or(Duration::from_secs(30));
+    ///         Ok((x, budget <= Duration::from_secs(5)))
+    ///     }),
+    /// );
+    /// let (out, _) = pipeline.job().timeout(Duration::from_secs(5)).collect(0..1).unwrap();
+    /// assert_eq!(out, [(0, true)]);
+    /// ```
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     /// The stage's position in the pipeline, from 0.

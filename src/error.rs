@@ -3,7 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::report::{Report, StageId};
+use crate::id::StageId;
+use crate::report::Report;
 
 /// The error type processors, sources and sinks return: any error that can cross threads.
 ///
@@ -76,6 +77,11 @@ impl Error {
                 site: Site::Stage { stage, .. },
                 ..
             } => Some(stage),
+            ErrorKind::Panic {
+                site: Site::Start { stage },
+                ..
+            } => Some(stage),
+            ErrorKind::Runner { stage, .. } => Some(stage),
             ErrorKind::Config { stage, .. } => stage.as_ref(),
             _ => None,
         }
@@ -136,6 +142,15 @@ pub enum ErrorKind {
         /// The panic's message, when its payload was a string.
         message: String,
     },
+    /// A stage's runner broke its contract (see [`StageRunner`](crate::StageRunner)): for
+    /// instance every thread of the stage ended while its input went on.
+    #[error("{stage} runner failed: {message}")]
+    Runner {
+        /// The stage.
+        stage: StageId,
+        /// What the runner did wrong.
+        message: String,
+    },
     /// The run was cancelled through a [`CancelToken`](crate::CancelToken).
     #[error("run cancelled")]
     Cancelled,
@@ -167,7 +182,15 @@ pub enum Site {
         /// The worker's index within the stage.
         worker: usize,
     },
-    /// In the source.
+    /// In a runner's [`StageRunner::start`](crate::StageRunner::start).
+    Start {
+        /// The stage.
+        stage: StageId,
+    },
+    /// In the `Drop` of an item the run dropped (left in a queue when the run was
+    /// cancelled, or sent nowhere).
+    Drop,
+    /// In the source (its `Drop` included).
     Source,
     /// In the sink.
     Sink,
@@ -181,6 +204,8 @@ impl fmt::Display for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Site::Stage { stage, worker } => write!(f, "{stage} worker {worker}"),
+            Site::Start { stage } => write!(f, "{stage} runner start"),
+            Site::Drop => f.write_str("an item's drop"),
             Site::Source => f.write_str("source"),
             Site::Sink => f.write_str("sink"),
             Site::FailureHandler => f.write_str("failure handler"),

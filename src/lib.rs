@@ -92,28 +92,35 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
-mod context;
-mod error;
+// Layers, from the user's definition down (nothing imports upward):
+// pipeline, runner → engine → policy, processor, source, sink, report → transport
+// → context, error, id.
 mod pipeline;
+mod runner;
+
+mod engine;
+
 mod policy;
 mod processor;
 mod report;
-mod run;
-mod runner;
 mod sink;
 pub mod source;
+
 mod transport;
 
+mod context;
+mod error;
+mod id;
+
 pub use context::{CancelToken, Cancelled, Context};
+pub use engine::{Next, StageHandle, StageRunner, Worker};
 pub use error::{BoxError, Error, ErrorKind, Result, Site};
+pub use id::StageId;
 pub use pipeline::{Job, Pipeline};
 pub use policy::{Failure, Retry, StageOptions, Transient};
 pub use processor::{Emitter, FilterMap, FlatMap, Processor, filter_map, flat_map};
-pub use report::{Report, SinkReport, SourceReport, StageId, StageReport, Totals};
-pub use runner::{
-    Batch, Broadcast, Cloned, Dynamic, Factory, Fifo, Fixed, Init, Ordered, StageHandle,
-    StageRunner, Worker,
-};
+pub use report::{Report, SinkReport, SourceReport, StageReport, Totals};
+pub use runner::{Batch, Broadcast, Cloned, Dynamic, Factory, Fifo, Fixed, Init, Ordered, PerRun};
 pub use sink::Sink;
 pub use source::{IntoSource, Source};
 

@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::context::CancelToken;
+use crate::engine::{JobOptions, Launcher, RunConfig, Segment, StageRunner, StageState, execute};
 use crate::error::{Error, ErrorKind};
+use crate::id::StageId;
 use crate::policy::{Failure, Policy, StageOptions};
-use crate::report::{Report, StageId};
-use crate::run::{Progress, Segment, Spawner, execute};
-use crate::runner::{StageHandle, StageRunner};
+use crate::report::Report;
 use crate::sink::Sink;
 use crate::source::IntoSource;
-use crate::transport::{DEFAULT_MAX_CHUNK, EdgeRx};
+use crate::transport::EdgeRx;
+use crate::transport::pace::DEFAULT_MAX_CHUNK;
 
 /// Default capacity of every queue, in chunks.
 const DEFAULT_CAPACITY: usize = 16;
@@ -222,24 +223,30 @@ where
     pub fn job(&self) -> Job<'_, 'a, '_, In, Out> {
         Job {
             pipeline: self,
-            parts: JobParts::default(),
+            parts: JobOptions::default(),
         }
     }
 
-    pub(crate) fn chain(&self) -> &(dyn Segment<In, Out> + 'a) {
-        &*self.chain
-    }
-
-    pub(crate) fn metas(&self) -> &[StageMeta] {
-        &self.metas
-    }
-
-    pub(crate) fn default_capacity(&self) -> usize {
-        self.capacity
-    }
-
-    pub(crate) fn chunk_limit(&self) -> usize {
-        self.max_chunk
+    /// What the engine needs to know of the stages for one run.
+    fn run_config(&self, token: Option<CancelToken>, timeout: Option<Duration>) -> RunConfig {
+        RunConfig {
+            stages: self
+                .metas
+                .iter()
+                .enumerate()
+                .map(|(index, meta)| {
+                    StageState::new(
+                        StageId::new(index, meta.name.clone()),
+                        meta.kind,
+                        meta.capacity.unwrap_or(self.capacity),
+                    )
+                })
+                .collect(),
+            max_chunk: self.max_chunk,
+            default_capacity: self.capacity,
+            external: token,
+            timeout,
+        }
     }
 
     /// Finds configuration errors before any thread starts.
@@ -329,20 +336,7 @@ pub struct Job<'p, 'a, 'h, In, Out> {
     /// The pipeline to run.
     pipeline: &'p Pipeline<'a, In, Out>,
     /// The options collected so far.
-    parts: JobParts<'h>,
-}
-
-/// The options of one run.
-#[derive(Default)]
-pub(crate) struct JobParts<'h> {
-    /// An external token the run is attached to.
-    pub(crate) token: Option<CancelToken>,
-    /// The run's time limit.
-    pub(crate) timeout: Option<Duration>,
-    /// Where routed failures go.
-    pub(crate) on_failure: Option<Box<dyn FnMut(Failure) + 'h>>,
-    /// Live progress reports.
-    pub(crate) progress: Option<Progress<'h>>,
+    parts: JobOptions<'h>,
 }
 
 impl<'p, 'a, 'h, In, Out> Job<'p, 'a, 'h, In, Out>
@@ -358,8 +352,11 @@ where
         self
     }
 
-    /// Aborts the run with [`ErrorKind::Deadline`] if it has not finished `limit` after it
-    /// started.
+    /// Aborts the run with [`ErrorKind::Deadline`] if its last output has not reached the
+    /// sink `limit` after it started ([`Sink::finish`] is not cut short). Processors see
+    /// the deadline through [`Context::deadline`](crate::Context::deadline) and
+    /// [`Context::remaining`](crate::Context::remaining): a processor blocked in a call
+    /// that ignores it delays `run`'s return until that call returns.
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.parts.timeout = Some(limit);
         self
@@ -392,7 +389,25 @@ where
         S: IntoSource<In>,
         K: Sink<Out>,
     {
-        execute(self.pipeline, self.parts, source, sink)
+        let pipeline = self.pipeline;
+        pipeline.validate(self.parts.on_failure.is_some())?;
+        let config = pipeline.run_config(self.parts.token.clone(), self.parts.timeout);
+        execute(&*pipeline.chain, config, self.parts, source, sink)
+    }
+
+    /// Runs the pipeline with these options and collects its outputs in a `Vec`, in the
+    /// order the sink got them.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pipeline::run`]; the outputs of an aborted run are dropped.
+    pub fn collect<S>(self, source: S) -> Result<(Vec<Out>, Report), Error>
+    where
+        S: IntoSource<In>,
+    {
+        let mut out = Vec::new();
+        let report = self.run(source, &mut out)?;
+        Ok((out, report))
     }
 }
 
@@ -412,11 +427,7 @@ impl<In, Out> std::fmt::Debug for Job<'_, '_, '_, In, Out> {
 struct Start;
 
 impl<T: Send> Segment<T, T> for Start {
-    fn launch<'scope, 'env>(
-        &'scope self,
-        _: &Spawner<'scope, 'env>,
-        input: EdgeRx<T>,
-    ) -> EdgeRx<T> {
+    fn launch<'scope>(&'scope self, _: &Launcher<'scope, '_>, input: EdgeRx<T>) -> EdgeRx<T> {
         input
     }
 }
@@ -442,21 +453,12 @@ where
     Out: Send,
     R: StageRunner<Mid, Out>,
 {
-    fn launch<'scope, 'env>(
+    fn launch<'scope>(
         &'scope self,
-        spawner: &Spawner<'scope, 'env>,
+        launcher: &Launcher<'scope, '_>,
         input: EdgeRx<In>,
     ) -> EdgeRx<Out> {
-        let mid = self.prev.launch(spawner, input);
-        let (tx, rx) = spawner.edge_into(self.index + 1);
-        let stage = &spawner.shared().stages[self.index];
-        self.runner.start(StageHandle::new(
-            spawner.clone(),
-            stage,
-            &self.policy,
-            mid,
-            tx,
-        ));
-        rx
+        let mid = self.prev.launch(launcher, input);
+        launcher.stage(self.index, &self.runner, &self.policy, mid)
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::BoxError;
-use crate::report::StageId;
+use crate::id::StageId;
 
 /// Per-stage options: error policy, retries and input capacity.
 ///

@@ -27,6 +27,7 @@ use crate::transport::Outbox;
 /// ```
 /// use pipework::{BoxError, Context, Emitter, Fifo, Pipeline, Processor};
 ///
+/// #[derive(Clone)]
 /// struct Words;
 ///
 /// impl Processor<String, String> for Words {
@@ -86,14 +87,22 @@ pub struct Emitter<'a, T> {
     token: &'a CancelToken,
     /// Outputs emitted in this call.
     count: usize,
+    /// The worker's running total of outputs, counted as they are emitted (so that a
+    /// processor that panics after emitting leaves them counted).
+    total: &'a mut u64,
 }
 
 impl<'a, T> Emitter<'a, T> {
-    pub(crate) fn new(outbox: &'a mut Outbox<T>, token: &'a CancelToken) -> Self {
+    pub(crate) fn new(
+        outbox: &'a mut Outbox<T>,
+        token: &'a CancelToken,
+        total: &'a mut u64,
+    ) -> Self {
         Emitter {
             outbox,
             token,
             count: 0,
+            total,
         }
     }
 
@@ -101,6 +110,7 @@ impl<'a, T> Emitter<'a, T> {
     #[inline]
     pub fn emit(&mut self, item: T) {
         self.count += 1;
+        *self.total += 1;
         self.outbox.push(item, self.token);
     }
 
@@ -199,6 +209,10 @@ where
         out: &mut Emitter<'_, Out>,
     ) -> Result<(), BoxError> {
         for v in (self.0)(item, cx)? {
+            // An endless expansion must not keep a cancelled run alive.
+            if out.is_cancelled() {
+                break;
+            }
             out.emit(v);
         }
         Ok(())

@@ -1,40 +1,9 @@
 //! What a run did: per-stage counts and times, totals, and the accounting identity.
 
 use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// A stage's position and name, as errors and reports name it: `stage 2 (update)`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StageId {
-    /// The stage's position in the pipeline, from 0.
-    index: usize,
-    /// The name given when the stage was added.
-    name: Arc<str>,
-}
-
-impl StageId {
-    pub(crate) fn new(index: usize, name: Arc<str>) -> Self {
-        StageId { index, name }
-    }
-
-    /// The stage's position in the pipeline, from 0.
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
-    /// The stage's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl fmt::Display for StageId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "stage {} ({})", self.index, self.name)
-    }
-}
+use crate::id::StageId;
 
 /// A full report of one run.
 ///
@@ -135,8 +104,8 @@ pub struct StageReport {
     pub waiting: Duration,
     /// Time the workers spent blocked on a full output queue, added over workers.
     pub blocked: Duration,
-    /// Items queued for the stage when the report was taken (live progress only; 0 in a
-    /// final report).
+    /// Chunks (not items) queued for the stage when the report was taken (live progress
+    /// only; 0 in a final report).
     pub queued: usize,
 }
 
@@ -336,141 +305,4 @@ impl fmt::Display for Secs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(&format!("{:.3}s", self.0.as_secs_f64()))
     }
-}
-
-/// Live counters of one stage, shared by its workers.
-///
-/// Workers add into [`LocalStats`] and flush here once per input chunk, so the shared
-/// cache lines are touched per chunk rather than per item.
-#[derive(Debug, Default)]
-pub(crate) struct StageStats {
-    pub(crate) received: AtomicU64,
-    pub(crate) emitted: AtomicU64,
-    /// Inputs that produced at least one output.
-    pub(crate) mapped: AtomicU64,
-    pub(crate) filtered: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) routed: AtomicU64,
-    pub(crate) retries: AtomicU64,
-    /// Inputs combined into a batch with others (`k - 1` per batch of `k`).
-    pub(crate) merged: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
-    pub(crate) copies: AtomicU64,
-    pub(crate) busy_ns: AtomicU64,
-    pub(crate) wait_ns: AtomicU64,
-    pub(crate) blocked_ns: AtomicU64,
-    pub(crate) live: AtomicUsize,
-    pub(crate) peak: AtomicUsize,
-    pub(crate) started: AtomicUsize,
-}
-
-/// A worker's own counters, flushed into [`StageStats`].
-#[derive(Debug, Default)]
-pub(crate) struct LocalStats {
-    pub(crate) received: u64,
-    pub(crate) emitted: u64,
-    pub(crate) mapped: u64,
-    pub(crate) filtered: u64,
-    pub(crate) failed: u64,
-    pub(crate) routed: u64,
-    pub(crate) retries: u64,
-    pub(crate) merged: u64,
-    pub(crate) cancelled: u64,
-    pub(crate) busy_ns: u64,
-    pub(crate) wait_ns: u64,
-    pub(crate) blocked_ns: u64,
-}
-
-impl LocalStats {
-    /// Adds the local counts into `shared` and zeroes them.
-    pub(crate) fn flush(&mut self, shared: &StageStats) {
-        // Ordering: Relaxed throughout. The final report is read after every thread has
-        // been joined, which orders all these writes before the reads; live progress
-        // snapshots only need each counter to be eventually right, not consistent with
-        // the others.
-        fn add(to: &AtomicU64, v: &mut u64) {
-            if *v != 0 {
-                to.fetch_add(*v, Ordering::Relaxed);
-                *v = 0;
-            }
-        }
-        add(&shared.received, &mut self.received);
-        add(&shared.emitted, &mut self.emitted);
-        add(&shared.mapped, &mut self.mapped);
-        add(&shared.filtered, &mut self.filtered);
-        add(&shared.failed, &mut self.failed);
-        add(&shared.routed, &mut self.routed);
-        add(&shared.retries, &mut self.retries);
-        add(&shared.merged, &mut self.merged);
-        add(&shared.cancelled, &mut self.cancelled);
-        add(&shared.busy_ns, &mut self.busy_ns);
-        add(&shared.wait_ns, &mut self.wait_ns);
-        add(&shared.blocked_ns, &mut self.blocked_ns);
-    }
-}
-
-impl StageStats {
-    /// Records a worker starting; keeps the peak.
-    pub(crate) fn worker_started(&self) {
-        // Ordering: Relaxed; the counts are statistics, and the dynamic pool's bound on
-        // workers is kept by its own counter, not by these.
-        let live = self.live.fetch_add(1, Ordering::Relaxed) + 1;
-        self.peak.fetch_max(live, Ordering::Relaxed);
-        self.started.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Records a worker ending.
-    pub(crate) fn worker_ended(&self) {
-        // Ordering: Relaxed, as in `worker_started`.
-        self.live.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// Counts items dropped because the run was cancelled.
-    pub(crate) fn add_cancelled(&self, n: u64) {
-        // Ordering: Relaxed, see `LocalStats::flush`.
-        self.cancelled.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Counts time a helper thread spent blocked on a full output queue.
-    pub(crate) fn add_blocked(&self, ns: u64) {
-        // Ordering: Relaxed, see `LocalStats::flush`.
-        self.blocked_ns.fetch_add(ns, Ordering::Relaxed);
-    }
-
-    /// Counts clones made by a broadcast.
-    pub(crate) fn add_copies(&self, n: u64) {
-        // Ordering: Relaxed, see `LocalStats::flush`.
-        self.copies.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub(crate) fn snapshot(&self, id: StageId, kind: &'static str, queued: usize) -> StageReport {
-        // Ordering: Relaxed, see `LocalStats::flush`.
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let emitted = get(&self.emitted);
-        StageReport {
-            id,
-            kind,
-            peak_workers: self.peak.load(Ordering::Relaxed),
-            workers_started: self.started.load(Ordering::Relaxed),
-            received: get(&self.received),
-            emitted,
-            filtered: get(&self.filtered),
-            failed: get(&self.failed),
-            routed: get(&self.routed),
-            retries: get(&self.retries),
-            merged: get(&self.merged),
-            cancelled: get(&self.cancelled),
-            copies: get(&self.copies),
-            expanded: emitted.saturating_sub(get(&self.mapped)),
-            busy: Duration::from_nanos(get(&self.busy_ns)),
-            waiting: Duration::from_nanos(get(&self.wait_ns)),
-            blocked: Duration::from_nanos(get(&self.blocked_ns)),
-            queued,
-        }
-    }
-}
-
-/// Nanoseconds of a duration, saturating.
-pub(crate) fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

@@ -3,12 +3,11 @@
 //! The source runs on a thread of its own, so it must be `Send`; the items it yields are
 //! counted as *read*.
 
-use std::convert::Infallible;
-
-use crossbeam_channel::{Receiver, Select};
+use crossbeam_channel::Receiver;
 
 use crate::context::CancelToken;
 use crate::error::BoxError;
+use crate::transport::{Recv, recv_or_cancel};
 
 /// A producer of items, pulled by the run's source thread.
 ///
@@ -162,18 +161,9 @@ pub struct FromReceiver<T>(Receiver<T>);
 
 impl<T: Send> Source<T> for FromReceiver<T> {
     fn next(&mut self, token: &CancelToken) -> Option<Result<T, BoxError>> {
-        if let Ok(v) = self.0.try_recv() {
-            return Some(Ok(v));
-        }
-        let mut sel = Select::new();
-        let recv = sel.recv(&self.0);
-        sel.recv(token.signal());
-        let oper = sel.select();
-        if oper.index() == recv {
-            oper.recv(&self.0).ok().map(Ok)
-        } else {
-            let _: Result<Infallible, _> = oper.recv(token.signal());
-            None
+        match recv_or_cancel(&self.0, token, None) {
+            Recv::Got(v) => Some(Ok(v)),
+            Recv::Closed | Recv::Cancelled | Recv::TimedOut => None,
         }
     }
 

@@ -4,16 +4,18 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{StageHandle, StageRunner};
-use crate::processor::Processor;
-use crate::transport::Recv;
+use super::{Factory, Init, PerRun};
+use crate::context::Context;
+use crate::engine::{Next, StageHandle, StageRunner};
+use crate::error::BoxError;
 
 /// Groups consecutive items into batches of up to `size` and runs a processor on each
 /// batch: for bulk inserts and bulk API calls.
 ///
 /// A batch is processed when it is full, when `max_wait` has passed since its first item
 /// arrived, and at the end of the input. One worker processes the batches in order, like
-/// [`Fifo`](crate::Fifo); its processor takes a `Vec<In>`.
+/// [`Fifo`](crate::Fifo) (and like it, with a processor of its own in each run); its
+/// processor takes a `Vec<In>`.
 ///
 /// # Accounting
 ///
@@ -39,31 +41,47 @@ use crate::transport::Recv;
 /// assert_eq!(report.stages[0].merged, 250 - sizes.len() as u64);
 /// assert!(report.totals().is_balanced());
 /// ```
-pub struct Batch<P> {
+pub struct Batch<M> {
     /// The most items in a batch.
     size: usize,
     /// The longest a batch waits for more items after its first one.
     max_wait: Duration,
-    /// The stage's one processor.
-    processor: Mutex<P>,
+    /// Makes the processor of each run.
+    factory: M,
 }
 
 /// The most slots a batch reserves before it fills (a huge `size` must not allocate up front).
 const PREALLOCATE: usize = 4096;
 
-impl<P> Batch<P> {
+impl<P: Clone> Batch<PerRun<P>> {
     /// Batches of up to `size` items, each waiting at most `max_wait` for more after its
-    /// first item. A size of zero is a configuration error.
+    /// first item, processed by a clone of `processor` in each run. A size of zero is a
+    /// configuration error.
     pub fn new(size: usize, max_wait: Duration, processor: P) -> Self {
         Batch {
             size,
             max_wait,
-            processor: Mutex::new(processor),
+            factory: PerRun(Mutex::new(processor)),
         }
     }
 }
 
-impl<P> std::fmt::Debug for Batch<P> {
+impl<F> Batch<Init<F>> {
+    /// Batches as [`new`](Batch::new) makes them, processed in each run by the processor
+    /// `init` returns (called once per run, on the worker's thread).
+    pub fn with_init<P>(size: usize, max_wait: Duration, init: F) -> Self
+    where
+        F: Fn(&Context<'_>) -> Result<P, BoxError>,
+    {
+        Batch {
+            size,
+            max_wait,
+            factory: Init(init),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Batch<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")
             .field("size", &self.size)
@@ -72,11 +90,11 @@ impl<P> std::fmt::Debug for Batch<P> {
     }
 }
 
-impl<In, Out, P> StageRunner<In, Out> for Batch<P>
+impl<In, Out, M> StageRunner<In, Out> for Batch<M>
 where
     In: Send,
     Out: Send,
-    P: Processor<Vec<In>, Out>,
+    M: Factory<Vec<In>, Out>,
 {
     fn kind(&self) -> &'static str {
         "batch"
@@ -91,38 +109,43 @@ where
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
         stage.spawn(move |mut w| {
-            let mut batch: Vec<In> = Vec::with_capacity(self.size.min(PREALLOCATE));
-            let mut due = None;
+            let mut processor = match self.factory.make(w.context()) {
+                Ok(p) => p,
+                Err(e) => return w.fail(e),
+            };
+            let fresh = || Vec::with_capacity(self.size.min(PREALLOCATE));
+            let mut batch: Vec<In> = fresh();
+            let mut due: Option<Instant> = None;
             loop {
-                while batch.len() < self.size {
-                    let Some(item) = w.next_buffered() else { break };
-                    if batch.is_empty() {
-                        due = Instant::now().checked_add(self.max_wait);
+                // Wait for more, but not past the batch's deadline.
+                let next = match due {
+                    Some(at) if !batch.is_empty() => {
+                        w.next_within(at.saturating_duration_since(Instant::now()))
                     }
-                    batch.push(item);
-                }
-                if w.context().is_cancelled() {
-                    break;
-                }
-                let ended = if batch.len() == self.size {
-                    false
-                } else {
-                    // Wait for more, but not past the batch's deadline.
-                    let deadline = if batch.is_empty() { None } else { due };
-                    match w.refill(deadline) {
-                        Recv::Got(()) => continue,
-                        Recv::TimedOut => false,
-                        Recv::Closed => true,
-                        Recv::Cancelled => break,
-                    }
+                    _ => w.recv().map_or(Next::End, Next::Item),
                 };
+                let ended = match next {
+                    Next::Item(item) => {
+                        if batch.is_empty() {
+                            due = Instant::now().checked_add(self.max_wait);
+                        }
+                        batch.push(item);
+                        if batch.len() < self.size {
+                            continue;
+                        }
+                        false
+                    }
+                    Next::Idle => false,
+                    Next::End => true,
+                };
+                if w.context().is_cancelled() {
+                    // The partial batch is not processed: the worker counts its items as
+                    // cancelled when it ends.
+                    return;
+                }
                 if !batch.is_empty() {
-                    let full = std::mem::replace(
-                        &mut batch,
-                        Vec::with_capacity(self.size.min(PREALLOCATE)),
-                    );
-                    let mut processor = self.processor.lock();
-                    if !w.process_batch(&mut *processor, full) {
+                    let full = std::mem::replace(&mut batch, fresh());
+                    if !w.process_batch(&mut processor, full) {
                         return;
                     }
                 }
@@ -130,8 +153,6 @@ where
                     return;
                 }
             }
-            // Cancelled while gathering: the partial batch is not processed.
-            w.count_cancelled(batch.len());
         });
     }
 }

@@ -1,8 +1,6 @@
 //! Broadcast: every item to every branch, outputs merged.
 
-use super::{StageHandle, StageRunner};
-use crate::report::StageStats;
-use crate::transport::{Recv, recv_or_cancel, send_or_cancel};
+use crate::engine::{StageHandle, StageRunner};
 
 /// Sends every item to every branch and merges the branches' outputs into one stream.
 ///
@@ -97,49 +95,12 @@ where
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
-        let (senders, handles) = stage.fan_out(self.branches.len());
-        for (branch, handle) in self.branches.iter().zip(handles) {
+        for (branch, handle) in self
+            .branches
+            .iter()
+            .zip(stage.broadcast(self.branches.len()))
+        {
             branch.start(handle);
-        }
-        let distributor = stage.clone();
-        stage.spawn_helper("fanout", move || {
-            let token = distributor.token();
-            let stats = &distributor.stage().stats;
-            let input = distributor.input();
-            let extra = senders.len() as u64 - 1;
-            while let Recv::Got(chunk) = recv_or_cancel(&input.rx, token, None) {
-                // If a user `clone` panics, unwinding drops the chunk: `held` counts its
-                // items as cancelled then (the clones made so far were never counted).
-                let n = chunk.len() as u64;
-                let mut held = Held(stats, n);
-                let mut pending: Vec<Vec<In>> = Vec::with_capacity(senders.len());
-                for _ in 1..senders.len() {
-                    pending.push(chunk.clone());
-                }
-                pending.push(chunk);
-                stats.add_copies(extra * n);
-                held.1 = 0;
-                for (tx, chunk) in senders.iter().zip(pending.drain(..)) {
-                    if let Err(chunk) = send_or_cancel(&tx.tx, chunk, token) {
-                        stats.add_cancelled(chunk.len() as u64);
-                    }
-                }
-                // The producer upstream should size chunks for the slowest branch.
-                let advice = senders.iter().map(|s| s.shape.advice()).min();
-                input.shape.advise(advice.unwrap_or(1));
-            }
-        });
-    }
-}
-
-/// Items the distributor holds and has not accounted for yet; counted as cancelled if it is
-/// dropped while still holding them.
-struct Held<'a>(&'a StageStats, u64);
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        if self.1 > 0 {
-            self.0.add_cancelled(self.1);
         }
     }
 }

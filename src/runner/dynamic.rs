@@ -2,24 +2,24 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam_channel::TrySendError;
-
-use super::{Cloned, Factory, Init, StageHandle, StageRunner, Worker};
+use super::{Cloned, Factory, Init, check_workers};
 use crate::context::Context;
+use crate::engine::{Next, StageHandle, StageRunner, Worker};
 use crate::error::BoxError;
-use crate::report::StageStats;
-use crate::transport::{Recv, recv_or_cancel, send_or_cancel};
 
 /// Runs a stage on as many workers as there is work for, up to `max`.
 ///
 /// The thread counterpart of a token-bounded pool of goroutines, for I/O-latency-bound
-/// stages: a dispatcher thread hands each chunk of input to an idle worker, and when none is
-/// idle it spawns a new one, until `max` workers run; then it waits for one to become idle.
-/// A worker idle for longer than [`idle_timeout`](Self::idle_timeout) (default 1 s)
-/// retires. Maxima in the thousands are fine: a worker that waits on I/O costs a parked
-/// thread.
+/// stages. Workers take chunks from the stage's input directly. A worker that takes a chunk
+/// while more input waits and no sibling is idle starts a sibling (unless the pool is at
+/// `max` or the next stage is already backed up), so a burst gets its workers in
+/// logarithmic time; a watcher thread does the same every millisecond, for a burst that
+/// arrives while every worker is busy with a long item. A worker idle for longer than
+/// [`idle_timeout`](Self::idle_timeout) (default 1 s) retires — except the last one, which
+/// keeps reading until the input ends. Maxima in the thousands are fine: a worker that
+/// waits on I/O costs a parked thread.
 ///
 /// Slow items travel in chunks of one (see the crate's notes on chunking), so with enough
 /// workers every item is processed as soon as it arrives. Output order is not kept.
@@ -44,7 +44,7 @@ use crate::transport::{Recv, recv_or_cancel, send_or_cancel};
 /// assert!(report.stages[0].peak_workers <= 200);
 /// assert!(started.elapsed() < Duration::from_secs(5));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Dynamic<M> {
     /// The most workers that run at once.
     max: usize,
@@ -57,7 +57,7 @@ pub struct Dynamic<M> {
 impl<P> Dynamic<Cloned<P>> {
     /// A pool of at most `max` workers, each running a clone of `processor`.
     ///
-    /// A maximum of zero is a configuration error, returned by `run`.
+    /// A maximum of zero, or more than 65,536, is a configuration error, returned by `run`.
     pub fn new(max: usize, processor: P) -> Self {
         Dynamic::with_factory(max, Cloned(processor))
     }
@@ -83,21 +83,19 @@ impl<M> Dynamic<M> {
         }
     }
 
-    /// How long a worker waits for work before it retires.
+    /// How long a worker waits for work before it retires (`Duration::MAX`: never).
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self
     }
 }
 
-/// Holds one of the pool's `max` places while a worker runs; frees it when dropped.
-struct Place(Arc<AtomicUsize>);
-
-impl Drop for Place {
-    fn drop(&mut self) {
-        // Ordering: AcqRel on the pool's place counter, whose every change is a
-        // read-modify-write; the bound holds by atomicity alone.
-        self.0.fetch_sub(1, Ordering::AcqRel);
+impl<M> std::fmt::Debug for Dynamic<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dynamic")
+            .field("max", &self.max)
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,145 +110,182 @@ where
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.max == 0 {
-            return Err("a dynamic pool needs a maximum of at least one worker".into());
-        }
-        Ok(())
+        check_workers("a dynamic pool", self.max)
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
-        let (hand, work) = crossbeam_channel::bounded::<Vec<In>>(0);
         let pool = Arc::new(Pool {
             config: self,
-            stage: stage.clone(),
-            places: Arc::new(AtomicUsize::new(0)),
-            work,
+            places: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
         });
-        stage.spawn_helper("dispatch", move || pool.dispatch(hand));
+        if !pool.grow(&stage) {
+            return;
+        }
+        let watcher = stage.clone();
+        stage.spawn_helper("watch", move || pool.watch(&watcher));
     }
 }
 
-/// What the dispatcher and the workers of one run share.
-struct Pool<'scope, 'env, In: 'scope, Out: 'scope, M> {
+/// What the workers of one run share.
+///
+/// Two counts, both changed only by read-modify-writes (Ordering: AcqRel throughout, so
+/// each bound holds by atomicity alone):
+/// - `places` bounds the workers at `max`: taken before a worker starts, given back only
+///   after its `Worker` is gone, so the reported peak never exceeds `max`;
+/// - `active` counts the workers that have not decided to retire: a worker retires only by
+///   taking it from `n > 1` to `n - 1`, so the last one never does and the input always
+///   has a reader until it ends.
+struct Pool<'scope, M> {
     /// The pool's configuration.
     config: &'scope Dynamic<M>,
-    /// Spawns workers.
-    stage: StageHandle<'scope, 'env, In, Out>,
     /// Places taken out of `config.max`.
-    places: Arc<AtomicUsize>,
-    /// The hand-off channel's receiving end, which every worker reads.
-    work: crossbeam_channel::Receiver<Vec<In>>,
+    places: AtomicUsize,
+    /// Workers that have not retired.
+    active: AtomicUsize,
+    /// Workers waiting for input now.
+    idle: AtomicUsize,
 }
 
-impl<'scope, In, Out, M> Pool<'scope, '_, In, Out, M>
-where
-    In: Send + 'scope,
-    Out: Send + 'scope,
-    M: Factory<In, Out>,
-{
-    /// Starts a worker if the pool has room, giving it `first` to process.
-    ///
-    /// # Errors
-    ///
-    /// Gives `first` back when the pool is full or the system refused a thread.
-    fn grow(self: &Arc<Self>, first: Vec<In>) -> Result<(), Vec<In>> {
-        if self.stage.token().is_cancelled() {
-            // A cancelled run's input is never drained: a worker started now would see
-            // input waiting and start another, without end.
-            return Err(first);
-        }
-        // Ordering: AcqRel, see `Place`.
+/// A place in the pool, given back when dropped.
+struct Place<'p, 'scope, M>(&'p Pool<'scope, M>);
+
+impl<M> Drop for Place<'_, '_, M> {
+    fn drop(&mut self) {
+        self.0.places.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How often the watcher looks for work nobody is taking.
+const WATCH_EVERY: Duration = Duration::from_millis(1);
+
+impl<'scope, M> Pool<'scope, M> {
+    /// Starts a worker if the pool has room. False when it did not.
+    fn grow<In, Out>(self: &Arc<Self>, stage: &StageHandle<'scope, '_, In, Out>) -> bool
+    where
+        In: Send + 'scope,
+        Out: Send + 'scope,
+        M: Factory<In, Out>,
+    {
         let reserved = self
             .places
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.config.max).then_some(n + 1)
             });
         if reserved.is_err() {
-            return Err(first);
+            return false;
         }
-        let place = Place(Arc::clone(&self.places));
+        self.active.fetch_add(1, Ordering::AcqRel);
         let pool = Arc::clone(self);
-        self.stage
-            .spawn_fed(self.work.clone(), first, move |w| pool.work(place, w))
-            // A refused spawn dropped the closure, and the place with it.
-            .map_err(|(_, first)| first)
+        let sibling = stage.clone();
+        let started = stage.spawn(move |w| pool.work(&sibling, w));
+        if !started {
+            // The closure, and the pool clone in it, are gone: give the place back.
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            self.places.fetch_sub(1, Ordering::AcqRel);
+        }
+        started
     }
 
-    /// The dispatcher: moves each input chunk to an idle worker, or to a new one.
-    ///
-    /// The hand-off channel has no capacity, so a `try_send` succeeds exactly when a worker
-    /// is blocked waiting for work: "no idle worker" is observed, not guessed.
-    fn dispatch(self: Arc<Self>, hand: crossbeam_channel::Sender<Vec<In>>) {
-        let token = self.stage.token();
-        let stats = &self.stage.stage().stats;
-        let input = self.stage.input().rx.clone();
-        while let Recv::Got(chunk) = recv_or_cancel(&input, token, None) {
-            let chunk = match hand.try_send(chunk) {
-                Ok(()) => continue,
-                Err(TrySendError::Full(chunk) | TrySendError::Disconnected(chunk)) => chunk,
-            };
-            // No worker is idle. Start one with the chunk if the pool has room — unless the
-            // stage's output queue is full while workers run: then they are busy waiting for
-            // the next stage, and one more would only wait with them.
-            let waiting_downstream =
-                self.stage.output().tx.is_full() && self.places.load(Ordering::Acquire) > 0;
-            let chunk = if waiting_downstream {
-                chunk
-            } else {
-                match self.grow(chunk) {
-                    Ok(()) => continue,
-                    Err(chunk) => chunk,
+    /// Starts a worker when input waits, nobody is idle and the next stage keeps up.
+    fn grow_if_needed<In, Out>(self: &Arc<Self>, stage: &StageHandle<'scope, '_, In, Out>)
+    where
+        In: Send + 'scope,
+        Out: Send + 'scope,
+        M: Factory<In, Out>,
+    {
+        if stage.queued() > 0
+            && self.idle.load(Ordering::Acquire) == 0
+            && !stage.output_is_full()
+            && !stage.is_cancelled()
+        {
+            self.grow(stage);
+        }
+    }
+
+    /// The watcher: grows the pool when input waits while every worker is busy, until the
+    /// last worker has ended.
+    fn watch<In, Out>(self: &Arc<Self>, stage: &StageHandle<'scope, '_, In, Out>)
+    where
+        In: Send + 'scope,
+        Out: Send + 'scope,
+        M: Factory<In, Out>,
+    {
+        while self.places.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(WATCH_EVERY);
+            if stage.is_cancelled() {
+                return;
+            }
+            self.grow_if_needed(stage);
+        }
+    }
+
+    /// A worker's loop: process, grow when needed, retire when idle too long.
+    fn work<In, Out>(
+        self: Arc<Self>,
+        stage: &StageHandle<'scope, '_, In, Out>,
+        mut w: Worker<'scope, In, Out>,
+    ) where
+        In: Send + 'scope,
+        Out: Send + 'scope,
+        M: Factory<In, Out>,
+    {
+        let place = Place(&self);
+        let mut retired = false;
+        if let Ok(mut processor) = self.config.factory.make(w.context()).map_err(|e| w.fail(e)) {
+            let mut seen = 0;
+            loop {
+                let next = self.wait(&mut w, self.config.idle);
+                let next = match next {
+                    Next::Idle if self.retire() => {
+                        retired = true;
+                        break;
+                    }
+                    // The last worker never retires: it waits as long as it takes.
+                    Next::Idle => self.wait(&mut w, Duration::MAX),
+                    next => next,
+                };
+                let Next::Item(item) = next else { break };
+                if w.chunks() != seen {
+                    seen = w.chunks();
+                    self.grow_if_needed(stage);
                 }
-            };
-            if token.is_cancelled() {
-                count(stats, chunk.len());
-                return;
-            }
-            if self.places.load(Ordering::Acquire) == 0 {
-                // Not even one worker could be started: the stage cannot go on.
-                count(stats, chunk.len());
-                self.stage.fail("cannot start a worker thread".into());
-                return;
-            }
-            // At the maximum (or out of threads): wait for a worker to become idle.
-            if let Err(chunk) = send_or_cancel(&hand, chunk, token) {
-                count(stats, chunk.len());
-                return;
+                if !w.process(&mut processor, item) {
+                    break;
+                }
             }
         }
-    }
-
-    /// A worker's loop: process, then wait for more work until idle for too long.
-    fn work(self: Arc<Self>, place: Place, mut w: Worker<'scope, In, Out>) {
-        // Starting a thread takes tens of microseconds, and the dispatcher starts them one
-        // at a time. While input is queued, every new worker starts one more, so that a
-        // burst of slow items gets its workers in logarithmic rather than linear time.
-        if !self.stage.input().rx.is_empty() && !w.context().is_cancelled() {
-            let _ = self.grow(Vec::new());
+        if !retired {
+            self.active.fetch_sub(1, Ordering::AcqRel);
         }
-        let mut processor = match self.config.factory.make(w.context()) {
-            Ok(p) => p,
-            Err(e) => return w.fail(e),
-        };
-        loop {
-            if !w.process_buffered(&mut processor) {
-                break;
-            }
-            match w.refill(Some(Instant::now() + self.config.idle)) {
-                Recv::Got(()) => {}
-                // Idle for too long: retire.
-                Recv::TimedOut | Recv::Closed | Recv::Cancelled => break,
-            }
-        }
-        // The worker must be gone from the stage's counts before its place is freed, so
-        // that the reported peak never exceeds the maximum. (When a panic unwinds this
-        // frame, the parameters drop in reverse order: `w` first, too.)
+        // The worker must be gone from the stage's counts before its place is given back,
+        // so that the reported peak never exceeds the maximum.
         drop(w);
         drop(place);
     }
-}
 
-/// Counts items the dispatcher held when the run was cancelled.
-fn count(stats: &StageStats, n: usize) {
-    stats.add_cancelled(n as u64);
+    /// The next item, counted as idle while the worker has to wait for one.
+    fn wait<In, Out>(&self, w: &mut Worker<'scope, In, Out>, idle: Duration) -> Next<In>
+    where
+        In: Send + 'scope,
+        Out: Send + 'scope,
+    {
+        if w.buffered() > 0 {
+            return w.next_within(idle);
+        }
+        self.idle.fetch_add(1, Ordering::AcqRel);
+        let next = w.next_within(idle);
+        self.idle.fetch_sub(1, Ordering::AcqRel);
+        next
+    }
+
+    /// Takes the worker out of the active count unless it is the last one.
+    fn retire(&self) -> bool {
+        self.active
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 1).then_some(n - 1)
+            })
+            .is_ok()
+    }
 }

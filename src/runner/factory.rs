@@ -1,13 +1,15 @@
-//! How a pool gives each of its workers a processor of its own.
+//! How a runner gives each of its workers (or each run) a processor of its own.
+
+use parking_lot::Mutex;
 
 use crate::context::Context;
 use crate::error::BoxError;
 use crate::processor::Processor;
 
-/// Makes the processor of one pool worker. Called once per worker, on the worker's thread.
+/// Makes the processor of one worker. Called once per worker, on the worker's thread.
 ///
-/// Pools are built from a processor to clone ([`Cloned`]) or from an init closure
-/// ([`Init`]); implement this trait for anything else.
+/// Runners are built from a processor to clone ([`Cloned`], [`PerRun`]) or from an init
+/// closure ([`Init`]); implement this trait for anything else.
 pub trait Factory<In, Out>: Send + Sync {
     /// The processor a worker runs.
     type Processor: Processor<In, Out>;
@@ -33,6 +35,28 @@ where
 
     fn make(&self, _: &Context<'_>) -> Result<P, BoxError> {
         Ok(self.0.clone())
+    }
+}
+
+/// A factory that clones one processor for every worker, for processors that are not
+/// `Sync` (a `Cell`, an `Rc`-free but `!Sync` client): the original sits behind a lock
+/// that is taken only to clone it.
+pub struct PerRun<P>(pub(crate) Mutex<P>);
+
+impl<P> std::fmt::Debug for PerRun<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PerRun").finish_non_exhaustive()
+    }
+}
+
+impl<In, Out, P> Factory<In, Out> for PerRun<P>
+where
+    P: Processor<In, Out> + Clone,
+{
+    type Processor = P;
+
+    fn make(&self, _: &Context<'_>) -> Result<P, BoxError> {
+        Ok(self.0.lock().clone())
     }
 }
 

@@ -1,18 +1,20 @@
 //! One worker: output order equals input order.
 
-use std::time::Duration;
-
 use parking_lot::Mutex;
 
-use super::{StageHandle, StageRunner};
-use crate::processor::Processor;
-use crate::transport::Recv;
+use super::{Factory, Init, PerRun, run_with};
+use crate::context::Context;
+use crate::engine::{StageHandle, StageRunner};
+use crate::error::BoxError;
 
 /// Runs a stage on one worker, so outputs leave in the order inputs arrived.
 ///
-/// The processor may be `FnMut` and need not be `Sync` or `Clone`: the stage owns it, and
-/// it keeps its state from item to item and from run to run. When several runs of the same
-/// pipeline overlap, they take turns on the processor chunk by chunk.
+/// The processor may be `FnMut` and need not be `Sync`. **Every run gets its own copy**:
+/// [`new`](Self::new) clones the processor at the start of each run, and
+/// [`with_init`](Self::with_init) calls its init closure once per run. Concurrent runs of
+/// one pipeline therefore never take turns on a processor, and a run never sees the state
+/// another left behind. State meant to outlive a run is an explicit choice: capture an
+/// `Arc<Mutex<…>>` (or an atomic) and lock it where you need it.
 ///
 /// # Examples
 ///
@@ -29,63 +31,54 @@ use crate::transport::Recv;
 /// );
 /// let (out, _) = running_sum.collect(1..=4).unwrap();
 /// assert_eq!(out, [1, 3, 6, 10]);
+/// // A second run starts from a fresh copy.
+/// let (out, _) = running_sum.collect(1..=2).unwrap();
+/// assert_eq!(out, [1, 3]);
 /// ```
-pub struct Fifo<P> {
-    /// The stage's one processor, shared by the runs of the pipeline.
-    processor: Mutex<P>,
+pub struct Fifo<M> {
+    /// Makes the processor of each run.
+    factory: M,
 }
 
-impl<P> Fifo<P> {
-    /// A FIFO stage running `processor`.
+impl<P: Clone> Fifo<PerRun<P>> {
+    /// A FIFO stage running a clone of `processor` in each run.
     pub fn new(processor: P) -> Self {
         Fifo {
-            processor: Mutex::new(processor),
+            factory: PerRun(Mutex::new(processor)),
         }
     }
 }
 
-impl<P> std::fmt::Debug for Fifo<P> {
+impl<F> Fifo<Init<F>> {
+    /// A FIFO stage running, in each run, the processor `init` returns (called once per
+    /// run, on the worker's thread): for processors that cannot be cloned.
+    pub fn with_init<P>(init: F) -> Self
+    where
+        F: Fn(&Context<'_>) -> Result<P, BoxError>,
+    {
+        Fifo {
+            factory: Init(init),
+        }
+    }
+}
+
+impl<M> std::fmt::Debug for Fifo<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fifo").finish_non_exhaustive()
     }
 }
 
-/// How long a run waits for the processor before looking at its cancellation again.
-const LOCK_POLL: Duration = Duration::from_millis(5);
-
-impl<In, Out, P> StageRunner<In, Out> for Fifo<P>
+impl<In, Out, M> StageRunner<In, Out> for Fifo<M>
 where
     In: Send,
     Out: Send,
-    P: Processor<In, Out>,
+    M: Factory<In, Out>,
 {
     fn kind(&self) -> &'static str {
         "fifo"
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
-        stage.spawn(move |mut w| {
-            loop {
-                // The lock is held per chunk, not per item: uncontended it costs nothing
-                // per item, and overlapping runs still interleave.
-                let mut processor = loop {
-                    if let Some(guard) = self.processor.try_lock_for(LOCK_POLL) {
-                        break guard;
-                    }
-                    if w.context().is_cancelled() {
-                        return;
-                    }
-                };
-                let go_on = w.process_buffered(&mut *processor);
-                drop(processor);
-                if !go_on {
-                    return;
-                }
-                match w.refill(None) {
-                    Recv::Got(()) => {}
-                    _ => return,
-                }
-            }
-        });
+        stage.spawn(move |w| run_with(&self.factory, w));
     }
 }

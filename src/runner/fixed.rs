@@ -1,7 +1,8 @@
 //! A fixed pool: exactly n workers sharing the input.
 
-use super::{Cloned, Factory, Init, StageHandle, StageRunner};
+use super::{Cloned, Factory, Init, check_workers, run_with};
 use crate::context::Context;
+use crate::engine::{StageHandle, StageRunner};
 use crate::error::BoxError;
 
 /// Runs a stage on exactly `workers` threads that take items from one shared queue.
@@ -36,7 +37,7 @@ use crate::error::BoxError;
 /// assert_eq!(inits.load(Ordering::Relaxed), 3);
 /// assert_eq!(report.stages[0].workers_started, 3);
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Fixed<M> {
     /// How many workers run.
     workers: usize,
@@ -47,12 +48,9 @@ pub struct Fixed<M> {
 impl<P> Fixed<Cloned<P>> {
     /// A pool of `workers` threads, each running a clone of `processor`.
     ///
-    /// Zero workers is a configuration error, returned by `run`.
+    /// Zero workers, or more than 65,536, is a configuration error, returned by `run`.
     pub fn new(workers: usize, processor: P) -> Self {
-        Fixed {
-            workers,
-            factory: Cloned(processor),
-        }
+        Fixed::with_factory(workers, Cloned(processor))
     }
 }
 
@@ -62,10 +60,7 @@ impl<F> Fixed<Init<F>> {
     where
         F: Fn(&Context<'_>) -> Result<P, BoxError>,
     {
-        Fixed {
-            workers,
-            factory: Init(init),
-        }
+        Fixed::with_factory(workers, Init(init))
     }
 }
 
@@ -73,6 +68,14 @@ impl<M> Fixed<M> {
     /// A pool of `workers` threads whose processors `factory` makes.
     pub fn with_factory(workers: usize, factory: M) -> Self {
         Fixed { workers, factory }
+    }
+}
+
+impl<M> std::fmt::Debug for Fixed<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fixed")
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -87,18 +90,14 @@ where
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.workers == 0 {
-            return Err("a fixed pool needs at least one worker".into());
-        }
-        Ok(())
+        check_workers("a fixed pool", self.workers)
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
         for _ in 0..self.workers {
-            stage.spawn(move |mut w| match self.factory.make(w.context()) {
-                Ok(mut processor) => w.run(&mut processor),
-                Err(e) => w.fail(e),
-            });
+            if !stage.spawn(move |w| run_with(&self.factory, w)) {
+                break;
+            }
         }
     }
 }

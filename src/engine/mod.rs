@@ -1,0 +1,221 @@
+//! One run: its scope and threads, the source thread, the sink loop on the calling thread,
+//! the per-worker policy loop, the counters, the join and the report. Private;
+//! [`Pipeline::run`](crate::Pipeline::run) and [`Job::run`](crate::Job::run) are the way in,
+//! and [`StageHandle`] / [`Worker`] are what runners see of it.
+//!
+//! # Files
+//!
+//! - `state`: what a run's threads share (token, first error, routed failures, stages);
+//! - `counters`: the one list of a stage's counters, and the custody guard of helpers;
+//! - `threads`: starting threads on the scope, taps, joining;
+//! - `stage`: the runner contract (`StageRunner`, `StageHandle`) and its enforcement;
+//! - `worker`: a worker and the per-item policy loop;
+//! - `lanes`: stages with lanes of their own (broadcast, ordered pools);
+//! - `source`, `sink`: the source thread and the calling thread's loop.
+//!
+//! # Topology
+//!
+//! ```text
+//! source thread ─edge 0─▶ stage 0 threads ─edge 1─▶ … ─edge n─▶ sink loop (calling thread)
+//!                                                    failures ─▶ handler (calling thread)
+//! ```
+//!
+//! # Invariants
+//!
+//! - **Who owns each sender.** The source thread owns the only sender of edge 0. Every
+//!   thread of stage `i` — workers and helpers alike (a broadcast's distributor, an ordered
+//!   pool's collector, a dynamic pool's watcher) — owns a sender of edge `i + 1` through
+//!   the `StageHandle` or `Outbox` it holds, and so does the `StageHandle` given to the
+//!   runner's `start` until it returns. An edge therefore closes exactly when everything
+//!   upstream of it is done, and the sink loop ends when the last edge closes — or at
+//!   cancellation. Lanes private to a stage follow the same rule inside the stage.
+//! - **What wakes a blocked thread.** Every blocking operation selects on the run's cancel
+//!   token too (see `transport`). The calling thread selects on the last edge, the failure
+//!   queue and the token. No thread starts once the run is cancelled.
+//! - **Where panics are caught.** Every thread body runs under `catch_unwind` (`stage` and
+//!   `source`), and so do the runner's `start`, the sink, the failure handler and the
+//!   progress callback on the calling thread, and the `Drop` of every user value the engine
+//!   drops (the source, the sink, the handlers, items: `transport::dispose`). A caught
+//!   panic becomes the run's error and cancels the run.
+//! - **The runner contract.** A stage whose readers are all gone while its input goes on
+//!   fails the run instead of hanging it (see `stage`).
+//! - **Joining.** Every thread's `ScopedJoinHandle` is sent to the calling thread, which
+//!   joins them all explicitly (so the OS threads are gone, not just finished) before
+//!   `run` returns.
+//! - **Accounting.** Every item read, cloned or emitted is counted once, by whoever holds
+//!   it last: a worker (`worker`: processed, failed, or — when it ends — cancelled or
+//!   dropped), a helper (`counters::Custody`), an `Outbox` (what it could not send), the
+//!   sink loop, or, after the join, the run's *tap* on the edge it was queued in: the run
+//!   keeps a receiver of every edge and lane, empties them after the join and counts what
+//!   it finds as cancelled for the stage (or sink) the items were queued for. Channels
+//!   therefore never disconnect under a sender, which is why every send selects on the
+//!   token.
+
+mod counters;
+mod lanes;
+mod sink;
+mod source;
+mod stage;
+mod state;
+mod threads;
+mod worker;
+
+pub use stage::{StageHandle, StageRunner};
+pub use worker::{Next, Worker};
+
+pub(crate) use sink::{Handler, Progress};
+pub(crate) use stage::{Launcher, Segment};
+pub(crate) use state::{RunConfig, StageState};
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Instant;
+
+use crate::context::CancelToken;
+use crate::error::{Error, ErrorKind, Site, panic_message};
+use crate::id::thread_name;
+use crate::report::{Report, SinkReport};
+use crate::sink::Sink;
+use crate::source::IntoSource;
+use crate::transport::{Inbox, Pacer, wait_until};
+
+use sink::SinkLoop;
+use state::RunState;
+use threads::{Reaper, Spawner, Taps};
+
+/// The options of one run.
+#[derive(Default)]
+pub(crate) struct JobOptions<'h> {
+    /// An external token the run is attached to.
+    pub(crate) token: Option<CancelToken>,
+    /// The run's time limit.
+    pub(crate) timeout: Option<std::time::Duration>,
+    /// Where routed failures go.
+    pub(crate) on_failure: Option<Handler<'h>>,
+    /// Live progress reports.
+    pub(crate) progress: Option<Progress<'h>>,
+}
+
+/// Runs the stages of `chain` once, from `source` to `sink`.
+pub(crate) fn execute<In, Out, S, K>(
+    chain: &(dyn Segment<In, Out> + '_),
+    config: RunConfig,
+    job: JobOptions<'_>,
+    source: S,
+    sink: K,
+) -> Result<Report, Error>
+where
+    In: Send,
+    Out: Send,
+    S: IntoSource<In>,
+    K: Sink<Out>,
+{
+    let started = Instant::now();
+    let (run, failures) = RunState::new(config, started);
+    if run.token.is_cancelled() {
+        // Attached to a token cancelled before the run started: nothing starts, nothing
+        // is read.
+        let report = run.report(SinkReport::default(), started.elapsed(), &[]);
+        return Err(Error::new(ErrorKind::Cancelled, Some(report)));
+    }
+    let JobOptions {
+        on_failure,
+        mut progress,
+        ..
+    } = job;
+    let mut source = Some(source.into_source());
+    let mut sink = Some(sink);
+    let mut sink_loop = None;
+
+    std::thread::scope(|scope| {
+        let run = &run;
+        let (spawner, handles, taps) = Spawner::new(scope, run);
+        let mut reaper = Reaper::new(handles);
+        let mut taps = Taps::new(taps);
+        // The deadline thread starts first: if it cannot, nothing else has started.
+        let done = CancelToken::new();
+        if let Some(deadline) = run.deadline {
+            let limit = deadline - started;
+            let done = done.clone();
+            let watch = move || {
+                if wait_until(deadline, &run.token, &done) {
+                    run.fail(ErrorKind::Deadline { limit });
+                }
+            };
+            if let Err(e) = spawner.spawn("deadline".into(), watch) {
+                run.fail(ErrorKind::Config {
+                    stage: None,
+                    message: format!("cannot start the deadline thread: {e:?}"),
+                });
+                return;
+            }
+        }
+        let (first_tx, first_rx) = spawner.edge_into(0);
+        let source = source.take();
+        let pumping = spawner.spawn(thread_name("source", 0), move || {
+            if let Some(source) = source {
+                source::pump(source, first_tx, run);
+            }
+        });
+        if let Err(e) = pumping {
+            run.fail(ErrorKind::Source {
+                error: format!("cannot start the source thread: {e:?}").into(),
+            });
+        }
+        let last = chain.launch(&Launcher { spawner }, first_rx);
+
+        let shape = std::sync::Arc::clone(last.shape());
+        let mut lp = SinkLoop {
+            run,
+            inbox: Inbox::new(last, shape),
+            pacer: Pacer::new(1),
+            report: SinkReport::default(),
+            failures,
+            on_failure,
+            started,
+        };
+        if let Some(sink) = sink.as_mut() {
+            lp.run(sink, progress.as_mut(), &mut taps, &mut reaper);
+            // Everything reached the sink: the time limit no longer applies.
+            done.cancel();
+            if !run.token.is_cancelled() {
+                lp.finish(sink);
+            }
+        }
+        done.cancel();
+
+        reaper.join_all();
+        // Count what is left in the queues; deliver the failures still on their way.
+        for tapped in taps.all() {
+            let (n, panic) = tapped.tap.drain();
+            run.count_leftover(tapped.index, n);
+            lp.drop_panicked(panic);
+        }
+        lp.deliver_rest();
+        sink_loop = Some(lp);
+    });
+
+    // User values the run owned: their `Drop` is user code, caught like the rest.
+    let handler = sink_loop.as_mut().and_then(|lp| lp.on_failure.take());
+    drop_caught(&run, Site::Sink, sink);
+    drop_caught(&run, Site::FailureHandler, handler);
+    drop_caught(&run, Site::Progress, progress);
+    drop_caught(&run, Site::Source, source);
+    let sink_report = sink_loop.map(|lp| lp.report).unwrap_or_default();
+    let report = run.report(sink_report, started.elapsed(), &[]);
+    match run.take_error() {
+        Some(kind @ ErrorKind::Config { .. }) => Err(Error::new(kind, None)),
+        Some(kind) => Err(Error::new(kind, Some(report))),
+        None if run.token.is_cancelled() => Err(Error::new(ErrorKind::Cancelled, Some(report))),
+        None => Ok(report),
+    }
+}
+
+/// Drops a user value, catching a panic in its `Drop` as the run's error at `site`.
+fn drop_caught<T>(run: &RunState, site: Site, value: T) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(value))) {
+        run.fail(ErrorKind::Panic {
+            site,
+            message: panic_message(&*payload),
+        });
+    }
+}

@@ -1,0 +1,96 @@
+//! The source thread: pulls items from the user's source and sends them into the first
+//! edge in adaptive chunks.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::state::RunState;
+use crate::error::{ErrorKind, Site, panic_message};
+use crate::report::SourceReport;
+use crate::source::Source;
+use crate::transport::pace::{BUDGET_NS, nanos};
+use crate::transport::{EdgeTx, Outbox, Payload};
+
+/// The body of the source thread. Owns the only sender of the first edge, which closes
+/// when this returns. Catches every panic of the user's source, its `Drop` included.
+pub(crate) fn pump<T, S>(source: S, edge: EdgeTx<T>, run: &RunState)
+where
+    T: Send,
+    S: Source<T>,
+{
+    let token = &run.token;
+    let shape = std::sync::Arc::clone(edge.shape());
+    let mut out = Outbox::new(edge);
+    let mut read = 0u64;
+    let started = Instant::now();
+    let mut source = Some(source);
+    let pulled = catch_unwind(AssertUnwindSafe(|| {
+        let Some(source) = source.as_mut() else {
+            return;
+        };
+        let mut limit = 1usize;
+        let mut chunk_started = Instant::now();
+        while !token.is_cancelled() {
+            if out.buffered() == 0 {
+                chunk_started = Instant::now();
+            }
+            let item = match source.next(token) {
+                None => break,
+                Some(Ok(item)) => item,
+                Some(Err(error)) => {
+                    run.fail(ErrorKind::Source { error });
+                    break;
+                }
+            };
+            read += 1;
+            out.buffer(item);
+            let len = out.buffered();
+            // Send when the chunk is full, when the source says nothing more is ready, or
+            // when the chunk has waited longer than the budget (checked at powers of two,
+            // to keep clock reads off the per-item path).
+            let due = len >= limit.min(shape.advice())
+                || !source.is_ready()
+                || (len.is_power_of_two()
+                    && len >= 2
+                    && nanos(chunk_started.elapsed()) > BUDGET_NS);
+            if due {
+                let per_item = nanos(chunk_started.elapsed()) / len as u64;
+                // Ordering: Relaxed; a statistic for progress snapshots.
+                run.source_read.store(read, Ordering::Relaxed);
+                limit = shape.fit(limit, per_item);
+                out.set_own_limit(limit);
+                if !out.flush(token) {
+                    break;
+                }
+            }
+        }
+    }));
+    let fail = |payload: Payload| {
+        run.fail(ErrorKind::Panic {
+            site: Site::Source,
+            message: panic_message(&*payload),
+        });
+    };
+    if let Err(payload) = pulled {
+        fail(payload);
+    }
+    // The source's own `Drop` is user code too.
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(source))) {
+        fail(payload);
+    }
+    if let Some(payload) = out.close(token).or_else(|| out.take_panic()) {
+        run.fail(ErrorKind::Panic {
+            site: Site::Drop,
+            message: panic_message(&*payload),
+        });
+    }
+    // Items the source read but could not send were headed for the first stage.
+    run.count_leftover(0, out.take_cancelled());
+    let blocked = Duration::from_nanos(out.blocked_ns());
+    *run.source.lock() = SourceReport {
+        read,
+        busy: started.elapsed().saturating_sub(blocked),
+        blocked,
+    };
+}

@@ -1,0 +1,432 @@
+//! The runner contract: [`StageRunner`], the [`StageHandle`] a runner starts its threads
+//! through, and the engine's side of starting a stage ([`Launcher`]).
+//!
+//! # Why the trait is open
+//!
+//! The crate's own runners are written against exactly the surface a user's runner gets:
+//! `StageHandle` and `Worker` have no crate-private back door. What keeps a runner from
+//! breaking a run's guarantees is therefore not the trait's privacy but the engine, which
+//! enforces the contract on every runner alike:
+//!
+//! - `start` runs under `catch_unwind`: a panic in it is the run's
+//!   [`ErrorKind::Panic`](crate::ErrorKind::Panic) at [`Site::Start`], and cancels the run.
+//! - A stage's input is a *lane* whose readers are counted: every `StageHandle` and every
+//!   thread spawned through one holds a reference. When the last one goes while the input
+//!   has not ended (and the run goes on), the run fails with
+//!   [`ErrorKind::Runner`](crate::ErrorKind::Runner) naming the stage, instead of leaving
+//!   upstream blocked on a full queue for ever. This covers a runner that starts no
+//!   thread and one whose threads all return early.
+//! - A `Worker` counts every item it hands out; an item the runner neither processes nor
+//!   fails is counted when the worker is dropped (filtered, or cancelled if the run was
+//!   cancelled), so the report balances whatever the runner does.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::counters::Counter;
+use super::state::{RunState, StageState};
+use super::threads::{SpawnRefused, Spawner};
+use super::worker::{Output, Worker};
+use crate::error::{BoxError, ErrorKind, Site, panic_message};
+use crate::id::{StageId, thread_name};
+use crate::policy::Policy;
+use crate::transport::{EdgeRx, EdgeTx, Recv, dispose};
+
+/// A strategy for running one stage: how many workers, and how they share the input.
+///
+/// Built in: [`Fifo`](crate::Fifo) (one worker, order kept), [`Fixed`](crate::Fixed) (n
+/// workers), [`Dynamic`](crate::Dynamic) (workers spawned on demand up to a maximum),
+/// [`Ordered`](crate::Ordered) (n workers, order kept), [`Batch`](crate::Batch) (items
+/// grouped into `Vec`s) and [`Broadcast`](crate::Broadcast) (every item to every branch).
+/// Each is written against the same public [`StageHandle`] and [`Worker`] a runner of
+/// yours gets.
+///
+/// # Writing a runner
+///
+/// `start` is called on the thread that called `run`, before any item flows. It spawns the
+/// stage's threads through the handle and returns at once; workers run until
+/// [`Worker::recv`] returns `None`.
+///
+/// The engine holds every runner to this contract:
+///
+/// - the stage's threads must read its input until it ends: a stage all of whose threads
+///   (and handles) are gone while its input goes on fails the run with
+///   [`ErrorKind::Runner`](crate::ErrorKind::Runner) (a runner that starts no thread
+///   included);
+/// - a panic in `start` or in a thread is caught and returned as the run's error;
+/// - an item a worker takes and neither [`process`](Worker::process)es nor fails is
+///   counted when the worker ends, so [`Totals::is_balanced`](crate::Totals::is_balanced)
+///   holds.
+///
+/// ```
+/// use pipework::{Context, Pipeline, StageHandle, StageRunner};
+///
+/// /// Runs a `Fn` processor on two workers (what `Fixed::new(2, f)` does).
+/// struct Twice<F>(F);
+///
+/// impl<In, Out, F> StageRunner<In, Out> for Twice<F>
+/// where
+///     In: Send,
+///     Out: Send,
+///     F: Fn(In, &Context<'_>) -> Result<Out, pipework::BoxError> + Send + Sync,
+/// {
+///     fn kind(&self) -> &'static str {
+///         "twice"
+///     }
+///
+///     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
+///         for _ in 0..2 {
+///             stage.spawn(move |mut worker| worker.run(&mut &self.0));
+///         }
+///     }
+/// }
+///
+/// let pipeline = Pipeline::new().stage("square", Twice(|x: u64, _: &Context| Ok(x * x)));
+/// let (mut out, report) = pipeline.collect(1..=4).unwrap();
+/// out.sort();
+/// assert_eq!(out, [1, 4, 9, 16]);
+/// assert_eq!(report.stages[0].kind, "twice");
+/// ```
+pub trait StageRunner<In, Out>: Send + Sync {
+    /// A short name for reports: `"fifo"`, `"fixed"`, …
+    fn kind(&self) -> &'static str;
+
+    /// Checks the configuration. Called when the stage is added; an error is returned by
+    /// `run` before any thread starts.
+    ///
+    /// # Errors
+    ///
+    /// A message saying what is wrong (for instance "a pool needs at least one worker").
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Spawns the stage's threads.
+    fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>);
+}
+
+impl<In, Out, R> StageRunner<In, Out> for Box<R>
+where
+    R: StageRunner<In, Out> + ?Sized,
+{
+    fn kind(&self) -> &'static str {
+        (**self).kind()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        (**self).check()
+    }
+
+    fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
+        (**self).start(stage)
+    }
+}
+
+/// The input of a stage (or of one branch of a broadcast), with a count of what can still
+/// read it: handles and threads. See the module docs.
+struct Lane<'scope, In> {
+    /// The run's state.
+    run: &'scope RunState,
+    /// The stage the lane feeds.
+    stage: &'scope StageState,
+    /// The input.
+    input: EdgeRx<In>,
+    /// Live `LaneRef`s.
+    refs: AtomicUsize,
+    /// Whether a thread was ever started on the lane.
+    threads: AtomicBool,
+}
+
+/// One reference to a lane; the last one dropped checks that the input has ended.
+struct LaneRef<'scope, In>(Arc<Lane<'scope, In>>);
+
+impl<In> Clone for LaneRef<'_, In> {
+    fn clone(&self) -> Self {
+        // Ordering: AcqRel on a count whose every change is a read-modify-write; the
+        // thread that brings it to zero sees every earlier change.
+        self.0.refs.fetch_add(1, Ordering::AcqRel);
+        LaneRef(Arc::clone(&self.0))
+    }
+}
+
+impl<In> Drop for LaneRef<'_, In> {
+    fn drop(&mut self) {
+        // Ordering: AcqRel, see `clone`.
+        if self.0.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.abandoned();
+        }
+    }
+}
+
+impl<In> Lane<'_, In> {
+    /// Nothing can read the input any more: fine if it has ended (or the run is over),
+    /// a broken runner contract otherwise.
+    fn abandoned(&self) {
+        // A panic is reported by the `catch_unwind` it unwinds to, and cancels the run.
+        if self.run.token.is_cancelled() || std::thread::panicking() {
+            return;
+        }
+        // Ordering: Relaxed; set before the thread that drops a reference started.
+        let had_threads = self.threads.load(Ordering::Relaxed);
+        let left = match self.input.try_recv() {
+            // Whether an input ends before a runner that starts no thread gives up is a
+            // race: such a runner is at fault whatever the input.
+            Recv::Closed | Recv::Cancelled if had_threads => return,
+            Recv::Closed | Recv::Cancelled | Recv::TimedOut => Vec::new(),
+            Recv::Got(chunk) => chunk,
+        };
+        let (n, _) = dispose(left.into_iter());
+        self.stage.stats.add(Counter::Cancelled, n);
+        self.run.fail(ErrorKind::Runner {
+            stage: self.stage.id.clone(),
+            message: if had_threads {
+                "every thread of the stage ended while its input went on \
+                 (a runner must read its input until it ends)"
+            } else {
+                "the runner started no thread to read the stage's input"
+            }
+            .into(),
+        });
+    }
+}
+
+/// A stage's access to the run while it starts: spawns its threads on the run's scope.
+pub struct StageHandle<'scope, 'env, In: 'scope, Out: 'scope> {
+    /// Spawns threads and registers them for joining.
+    pub(super) spawner: Spawner<'scope, 'env>,
+    /// The stage's id, kind and counters.
+    pub(super) stage: &'scope StageState,
+    /// The stage's error policy.
+    pub(super) policy: &'scope Policy<In>,
+    /// The stage's input (or a branch's), and the count of its readers.
+    lane: LaneRef<'scope, In>,
+    /// The next stage's input queue.
+    pub(super) output: EdgeTx<Out>,
+}
+
+impl<In, Out> Clone for StageHandle<'_, '_, In, Out> {
+    fn clone(&self) -> Self {
+        StageHandle {
+            spawner: self.spawner.clone(),
+            stage: self.stage,
+            policy: self.policy,
+            lane: self.lane.clone(),
+            output: self.output.clone(),
+        }
+    }
+}
+
+impl<In, Out> std::fmt::Debug for StageHandle<'_, '_, In, Out> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageHandle")
+            .field("stage", &self.stage.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'scope, 'env, In, Out> StageHandle<'scope, 'env, In, Out>
+where
+    In: Send + 'scope,
+    Out: Send + 'scope,
+{
+    /// A handle on `input`, a new lane.
+    pub(super) fn new(
+        spawner: Spawner<'scope, 'env>,
+        stage: &'scope StageState,
+        policy: &'scope Policy<In>,
+        input: EdgeRx<In>,
+        output: EdgeTx<Out>,
+    ) -> Self {
+        let lane = LaneRef(Arc::new(Lane {
+            run: spawner.run(),
+            stage,
+            input,
+            refs: AtomicUsize::new(1),
+            threads: AtomicBool::new(false),
+        }));
+        StageHandle {
+            spawner,
+            stage,
+            policy,
+            lane,
+            output,
+        }
+    }
+
+    /// A handle like this one on another lane (a branch of a broadcast).
+    pub(super) fn with_input(&self, input: EdgeRx<In>) -> Self {
+        StageHandle::new(
+            self.spawner.clone(),
+            self.stage,
+            self.policy,
+            input,
+            self.output.clone(),
+        )
+    }
+
+    /// The stage's position and name.
+    pub fn id(&self) -> &StageId {
+        &self.stage.id
+    }
+
+    /// Whether the run has been cancelled; no thread starts after that.
+    pub fn is_cancelled(&self) -> bool {
+        self.spawner.run().token.is_cancelled()
+    }
+
+    /// Chunks waiting in the stage's input now.
+    pub fn queued(&self) -> usize {
+        self.lane.0.input.len()
+    }
+
+    /// Whether the stage's output queue is full now (the next stage is the bottleneck).
+    pub fn output_is_full(&self) -> bool {
+        self.output.is_full()
+    }
+
+    /// Fails the run with a stage error.
+    pub fn fail(&self, error: BoxError) {
+        self.spawner.run().fail(ErrorKind::Stage {
+            stage: self.stage.id.clone(),
+            error,
+        });
+    }
+
+    /// Spawns a worker thread that shares the stage's input with the other workers and
+    /// runs `f`. The thread is named after the stage and the worker. Returns whether the
+    /// thread started.
+    ///
+    /// A panic in `f` is caught, returned as the run's error and cancels the run. No thread
+    /// starts once the run is cancelled; if the operating system refuses a thread, the run
+    /// fails with a stage error.
+    pub fn spawn<F>(&self, f: F) -> bool
+    where
+        F: FnOnce(Worker<'scope, In, Out>) + Send + 'scope,
+    {
+        self.spawn_worker(Output::Shared, f)
+    }
+
+    /// Spawns a worker reading this handle's lane and writing as `output` says.
+    pub(super) fn spawn_worker<F>(&self, output: Output<Out>, f: F) -> bool
+    where
+        F: FnOnce(Worker<'scope, In, Out>) + Send + 'scope,
+    {
+        let index = self.stage.next_index();
+        let handle = self.clone();
+        self.start_thread(
+            &thread_name(self.stage.id.name(), index),
+            index,
+            move || {
+                let input = handle.input().clone();
+                let worker = Worker::new(&handle, index, input, output);
+                // The worker lives inside the closure: if `f` panics, unwinding drops it, and
+                // its `Drop` accounts for every item it held.
+                f(worker);
+                drop(handle);
+            },
+        )
+    }
+
+    /// Spawns a thread of the stage that is not a worker (a distributor, a watcher),
+    /// named after the stage and `role`. Its panics are caught like a worker's. Returns
+    /// whether the thread started.
+    pub fn spawn_helper<F>(&self, role: &str, f: F) -> bool
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        let index = self.stage.next_index();
+        let name = thread_name(&format!("{}-{role}", self.stage.id.name()), index);
+        let lane = self.lane.clone();
+        self.start_thread(&name, index, move || {
+            f();
+            drop(lane);
+        })
+    }
+
+    /// Starts a thread running `body` under `catch_unwind`; a refusal by the OS fails the
+    /// run.
+    fn start_thread<F>(&self, name: &str, index: usize, body: F) -> bool
+    where
+        F: FnOnce() + Send + 'scope,
+    {
+        let run = self.spawner.run();
+        let stage = self.stage;
+        let spawned = self.spawner.spawn(name.to_owned(), move || {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(body)) {
+                run.fail(ErrorKind::Panic {
+                    site: Site::Stage {
+                        stage: stage.id.clone(),
+                        worker: index,
+                    },
+                    message: panic_message(&*payload),
+                });
+            }
+        });
+        match spawned {
+            Ok(()) => {
+                // Ordering: Relaxed; read by whoever drops the last reference, which this
+                // thread's handle clone (made before the spawn) keeps from happening first.
+                self.lane.0.threads.store(true, Ordering::Relaxed);
+                true
+            }
+            Err(SpawnRefused::Cancelled) => false,
+            Err(SpawnRefused::Os(e)) => {
+                self.fail(format!("cannot start a thread: {e}").into());
+                false
+            }
+        }
+    }
+
+    /// The stage's input.
+    pub(super) fn input(&self) -> &EdgeRx<In> {
+        &self.lane.0.input
+    }
+}
+
+/// The engine's side of starting the stages: wires each stage's output edge, calls its
+/// runner under `catch_unwind`, and lets the contract checks above do the rest.
+pub(crate) struct Launcher<'scope, 'env> {
+    pub(super) spawner: Spawner<'scope, 'env>,
+}
+
+impl<'scope> Launcher<'scope, '_> {
+    /// Starts stage `index` reading `input` with `runner`; returns the stage's output.
+    pub(crate) fn stage<In, Out, R>(
+        &self,
+        index: usize,
+        runner: &'scope R,
+        policy: &'scope Policy<In>,
+        input: EdgeRx<In>,
+    ) -> EdgeRx<Out>
+    where
+        In: Send + 'scope,
+        Out: Send + 'scope,
+        R: StageRunner<In, Out> + ?Sized,
+    {
+        let run = self.spawner.run();
+        let (tx, rx) = self.spawner.edge_into(index + 1);
+        let stage = &run.stages[index];
+        let handle = StageHandle::new(self.spawner.clone(), stage, policy, input, tx);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| runner.start(handle))) {
+            run.fail(ErrorKind::Panic {
+                site: Site::Start {
+                    stage: stage.id.clone(),
+                },
+                message: panic_message(&*payload),
+            });
+        }
+        rx
+    }
+}
+
+/// The stages of a pipeline, chained: starts every stage and returns the last edge.
+/// Implemented by the pipeline's definition; the engine calls it once per run.
+pub(crate) trait Segment<In, Out>: Send + Sync {
+    /// Starts this segment's stages reading `input`; returns the edge they write to.
+    fn launch<'scope>(
+        &'scope self,
+        launcher: &Launcher<'scope, '_>,
+        input: EdgeRx<In>,
+    ) -> EdgeRx<Out>;
+}

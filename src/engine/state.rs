@@ -1,0 +1,230 @@
+//! What the threads of one run share: the run's token, its first error, routed failures,
+//! and each stage's identity and counters.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::counters::{Counter, StageStats};
+use crate::context::{CancelToken, Cancelled};
+use crate::error::ErrorKind;
+use crate::id::StageId;
+use crate::policy::Failure;
+use crate::report::{Report, SinkReport, SourceReport};
+use crate::transport::{EdgeRx, EdgeTx, Tap};
+
+/// The state of one run. Lives on the calling thread's stack for the run.
+pub(crate) struct RunState {
+    /// The run's own token, cancelled when the run aborts for any reason.
+    pub(crate) token: CancelToken,
+    /// The caller's token, if the run is attached to one.
+    external: Option<CancelToken>,
+    /// When the run must be over, if it has a time limit.
+    pub(crate) deadline: Option<Instant>,
+    /// The first error; later ones only bump `suppressed`.
+    first: Mutex<Option<ErrorKind>>,
+    /// Errors after the first.
+    suppressed: AtomicU64,
+    /// Per-stage identity and counters, indexed by stage.
+    pub(crate) stages: Vec<StageState>,
+    /// Routed failures on their way to the calling thread (one per chunk).
+    failures: EdgeTx<Failure>,
+    /// Routed failures that could not be queued because the run was cancelled; delivered
+    /// after the join.
+    overflow: Mutex<Vec<Failure>>,
+    /// The largest chunk on any edge.
+    pub(crate) max_chunk: usize,
+    /// Capacity of the last edge, into the sink.
+    sink_capacity: usize,
+    /// Items found queued for the sink after a cancelled run.
+    sink_leftover: AtomicU64,
+    /// What the source thread did; written once when it ends.
+    pub(crate) source: Mutex<SourceReport>,
+    /// Items read so far, for live progress.
+    pub(crate) source_read: AtomicU64,
+}
+
+/// One stage as the run sees it.
+pub(crate) struct StageState {
+    /// The stage's position and name.
+    pub(crate) id: StageId,
+    /// The runner's kind.
+    pub(crate) kind: &'static str,
+    /// Capacity of the stage's input queue, in chunks.
+    pub(crate) capacity: usize,
+    /// The stage's counters.
+    pub(crate) stats: StageStats,
+    /// The next thread index to hand out.
+    next_index: AtomicUsize,
+}
+
+impl StageState {
+    pub(crate) fn new(id: StageId, kind: &'static str, capacity: usize) -> Self {
+        StageState {
+            id,
+            kind,
+            capacity,
+            stats: StageStats::default(),
+            next_index: AtomicUsize::new(0),
+        }
+    }
+
+    /// A fresh index for a thread of this stage.
+    pub(crate) fn next_index(&self) -> usize {
+        // Ordering: Relaxed; only uniqueness matters, which atomicity gives.
+        self.next_index.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// How a run is configured, as the engine needs it.
+pub(crate) struct RunConfig {
+    pub(crate) stages: Vec<StageState>,
+    pub(crate) max_chunk: usize,
+    pub(crate) default_capacity: usize,
+    pub(crate) external: Option<CancelToken>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+impl RunState {
+    /// A run about to start; returns it with the receiving end of the failure queue.
+    pub(crate) fn new(config: RunConfig, started: Instant) -> (Self, EdgeRx<Failure>) {
+        let (failures, failures_rx) = crate::transport::edge(config.default_capacity.max(16), 1);
+        let run = RunState {
+            token: CancelToken::new(),
+            external: config.external,
+            deadline: config.timeout.and_then(|t| started.checked_add(t)),
+            first: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+            stages: config.stages,
+            failures,
+            overflow: Mutex::new(Vec::new()),
+            max_chunk: config.max_chunk,
+            sink_capacity: config.default_capacity,
+            sink_leftover: AtomicU64::new(0),
+            source: Mutex::new(SourceReport::default()),
+            source_read: AtomicU64::new(0),
+        };
+        if let Some(external) = &run.external {
+            external.attach(&run.token);
+        }
+        (run, failures_rx)
+    }
+
+    /// Records `kind` as the run's error if it is the first, and cancels the run.
+    pub(crate) fn fail(&self, kind: ErrorKind) {
+        let kind = self.blame_external(kind);
+        {
+            let mut first = self.first.lock();
+            if first.is_none() {
+                *first = Some(kind);
+            } else {
+                // Ordering: Relaxed; read after the join.
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // The error is stored before the cancellation is visible, so whoever observes the
+        // cancellation and then looks for the cause finds it.
+        self.token.cancel();
+    }
+
+    /// A processor that waits on the caller's token sees its cancellation before the run
+    /// does, and may return the [`Cancelled`] error first: that is the caller's
+    /// cancellation, not a stage failure.
+    fn blame_external(&self, kind: ErrorKind) -> ErrorKind {
+        let external_cancelled = self
+            .external
+            .as_ref()
+            .is_some_and(CancelToken::is_cancelled);
+        match kind {
+            ErrorKind::Stage { error, .. } if external_cancelled && error.is::<Cancelled>() => {
+                ErrorKind::Cancelled
+            }
+            kind => kind,
+        }
+    }
+
+    /// Counts an error that happened after the run was cancelled (it is not returned).
+    pub(crate) fn suppress(&self) {
+        // Ordering: Relaxed; read after the join.
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The first error, once every thread has been joined.
+    pub(crate) fn take_error(&self) -> Option<ErrorKind> {
+        self.first.lock().take()
+    }
+
+    /// Sends a failure to the calling thread's handler. Never loses it: if the run is
+    /// cancelled while the queue is full, it is kept for delivery after the join.
+    pub(crate) fn route(&self, failure: Failure) {
+        if let Err(mut failure) = self.failures.send(vec![failure], &self.token) {
+            self.overflow.lock().append(&mut failure);
+        }
+    }
+
+    /// Failures set aside because the run was cancelled while the queue was full.
+    pub(crate) fn take_overflow(&self) -> Vec<Failure> {
+        std::mem::take(&mut *self.overflow.lock())
+    }
+
+    /// Counts `n` items found queued for stage `index` (or the sink, past the end) after
+    /// the run, or dropped on their way there, as cancelled.
+    pub(crate) fn count_leftover(&self, index: usize, n: u64) {
+        match self.stages.get(index) {
+            Some(s) => s.stats.add(Counter::Cancelled, n),
+            // Ordering: Relaxed; read after the join.
+            None => {
+                self.sink_leftover.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The capacity of the queue into stage `index` (or the sink, past the end).
+    pub(crate) fn capacity_of(&self, index: usize) -> usize {
+        self.stages
+            .get(index)
+            .map_or(self.sink_capacity, |s| s.capacity)
+    }
+
+    /// Assembles a report from the run's counters. `taps` give live queue depths (for
+    /// progress snapshots; empty after the join).
+    pub(crate) fn report(
+        &self,
+        mut sink: SinkReport,
+        elapsed: Duration,
+        taps: &[Tapped<'_>],
+    ) -> Report {
+        let mut queued = vec![0; self.stages.len()];
+        for t in taps {
+            if let Some(q) = queued.get_mut(t.index) {
+                *q += t.tap.queued();
+            }
+        }
+        // Ordering: Relaxed; after the join, or a snapshot that may be slightly stale.
+        sink.cancelled += self.sink_leftover.load(Ordering::Relaxed);
+        let mut source = self.source.lock().clone();
+        source.read = source.read.max(self.source_read.load(Ordering::Relaxed));
+        Report {
+            elapsed,
+            source,
+            stages: self
+                .stages
+                .iter()
+                .zip(queued)
+                .map(|(s, q)| s.stats.snapshot(s.id.clone(), s.kind, q))
+                .collect(),
+            sink,
+            suppressed_errors: self.suppressed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A receiver the run keeps on an edge, and whose leftovers it counts.
+pub(crate) struct Tapped<'scope> {
+    /// The receiver.
+    pub(crate) tap: Box<dyn Tap + 'scope>,
+    /// The stage the items are queued for (the sink, past the last stage). For a lane
+    /// private to a stage, that stage.
+    pub(crate) index: usize,
+}

@@ -1,0 +1,466 @@
+//! One worker of a stage, and the per-item policy loop: retries, routing or failing fast,
+//! panics, and the accounting of every item the worker takes.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::counters::{Counter, Counts};
+use super::stage::StageHandle;
+use super::state::{RunState, StageState};
+use crate::context::{Cancelled, Context};
+use crate::error::{BoxError, ErrorKind, Site, panic_message};
+use crate::policy::{Erase, Failure, Policy, Transient, unwrap_transient};
+use crate::processor::{Emitter, Processor};
+use crate::transport::pace::nanos;
+use crate::transport::{EdgeRx, EdgeTx, Inbox, Outbox, Pacer, Payload, Recv};
+
+/// Where a worker's outputs go.
+pub(crate) enum Output<Out> {
+    /// The stage's output edge, shared with its other workers.
+    Shared,
+    /// A lane of its own, one *turn* per input chunk: the outputs of each chunk, then an
+    /// empty chunk (see `lanes`).
+    Turns(EdgeTx<Out>),
+}
+
+/// What [`Worker::next_within`] found.
+#[derive(Debug)]
+pub enum Next<T> {
+    /// An item.
+    Item(T),
+    /// No item came within the time given.
+    Idle,
+    /// The input has ended, or the run was cancelled.
+    End,
+}
+
+/// One worker of a stage: its input, its output, and the stage's policy and counters.
+///
+/// A runner spawns workers with [`StageHandle::spawn`] and usually calls [`run`](Self::run)
+/// with the worker's processor. [`recv`](Self::recv), [`next_within`](Self::next_within)
+/// and [`process`](Self::process) are there for runners that need their own loop.
+///
+/// # Accounting
+///
+/// Every item the worker hands out must end in [`process`](Self::process) (or
+/// [`process_batch`](Self::process_batch)); one that the runner drops instead is counted
+/// when the worker is dropped: as cancelled if the run was cancelled, as filtered
+/// otherwise. Items the worker holds when it is dropped count as cancelled.
+pub struct Worker<'scope, In: 'scope, Out: 'scope> {
+    /// What processors see.
+    cx: Context<'scope>,
+    /// The run's state.
+    run: &'scope RunState,
+    /// The stage's id and counters.
+    stage: &'scope StageState,
+    /// The stage's error policy.
+    policy: &'scope Policy<In>,
+    /// The current input chunk.
+    inbox: Inbox<In>,
+    /// The output buffer.
+    outbox: Outbox<Out>,
+    /// Whether outputs go in turns, one per input chunk.
+    turns: bool,
+    /// Whether a chunk was taken whose turn has not ended yet.
+    turn_open: bool,
+    /// Cost measurement and chunk sizing.
+    pacer: Pacer,
+    /// Counters not yet added to the stage's.
+    local: Counts,
+    /// Blocked time of the outbox already moved into `local`.
+    reported_blocked: u64,
+    /// Outputs emitted when the current chunk was taken.
+    emitted_at_chunk: u64,
+    /// Outputs emitted in all (`local` is zeroed at every flush).
+    emitted: u64,
+    /// Items a processor holds (a batch counts its items): if the worker is dropped while
+    /// it holds some, the processor (or a clone of the input) panicked: the unit failed.
+    in_flight: u64,
+    /// Items taken from the input, in all.
+    taken: u64,
+    /// Items given an outcome (including those still in the current chunk at the end).
+    settled: u64,
+    /// Chunks taken.
+    chunks: u64,
+}
+
+impl<'scope, In, Out> Worker<'scope, In, Out>
+where
+    In: Send + 'scope,
+    Out: Send + 'scope,
+{
+    pub(super) fn new(
+        handle: &StageHandle<'scope, '_, In, Out>,
+        index: usize,
+        input: EdgeRx<In>,
+        output: Output<Out>,
+    ) -> Self {
+        let run = handle.spawner.run();
+        let stage = handle.stage;
+        stage.stats.worker_started();
+        let shape = std::sync::Arc::clone(handle.input().shape());
+        let pacer = Pacer::new(shape.advice());
+        let (edge, turns) = match output {
+            Output::Shared => (handle.output.clone(), false),
+            Output::Turns(lane) => (lane, true),
+        };
+        let mut outbox = Outbox::new(edge);
+        outbox.set_own_limit(pacer.limit());
+        Worker {
+            cx: Context::new(&stage.id, index, &run.token, run.deadline),
+            run,
+            stage,
+            policy: handle.policy,
+            inbox: Inbox::new(input, shape),
+            outbox,
+            turns,
+            turn_open: false,
+            pacer,
+            local: Counts::default(),
+            reported_blocked: 0,
+            emitted_at_chunk: 0,
+            emitted: 0,
+            in_flight: 0,
+            taken: 0,
+            settled: 0,
+            chunks: 0,
+        }
+    }
+
+    /// The context this worker's processor calls get.
+    pub fn context(&self) -> &Context<'scope> {
+        &self.cx
+    }
+
+    /// The next input item, or `None` when the input has ended or the run was cancelled.
+    ///
+    /// Blocks while the input is empty; before blocking it sends the outputs it has
+    /// buffered, so that downstream stages never wait on a partial chunk.
+    pub fn recv(&mut self) -> Option<In> {
+        match self.next_until(None) {
+            Next::Item(item) => Some(item),
+            Next::Idle | Next::End => None,
+        }
+    }
+
+    /// The next input item, waiting at most `idle` for one to arrive.
+    pub fn next_within(&mut self, idle: Duration) -> Next<In> {
+        if let Some(item) = self.next_buffered() {
+            return Next::Item(item);
+        }
+        // A wait past the end of representable time is a wait without limit.
+        self.next_until(Instant::now().checked_add(idle))
+    }
+
+    fn next_until(&mut self, deadline: Option<Instant>) -> Next<In> {
+        loop {
+            if let Some(item) = self.next_buffered() {
+                return Next::Item(item);
+            }
+            if self.cx.is_cancelled() {
+                return Next::End;
+            }
+            match self.refill(deadline) {
+                Recv::Got(()) => {}
+                Recv::TimedOut => return Next::Idle,
+                Recv::Closed | Recv::Cancelled => return Next::End,
+            }
+        }
+    }
+
+    /// Items left in the current chunk.
+    pub fn buffered(&self) -> usize {
+        self.inbox.buffered()
+    }
+
+    /// Chunks taken from the input so far.
+    pub fn chunks(&self) -> u64 {
+        self.chunks
+    }
+
+    /// The next item of the current chunk, without blocking; `None` when the chunk is used
+    /// up or the run was cancelled.
+    #[inline]
+    fn next_buffered(&mut self) -> Option<In> {
+        if self.cx.is_cancelled() {
+            return None;
+        }
+        self.inbox.next_buffered()
+    }
+
+    /// Closes the current chunk (measuring it) and takes the next one, waiting until
+    /// `deadline` at most.
+    fn refill(&mut self, deadline: Option<Instant>) -> Recv<()> {
+        let busy = self
+            .pacer
+            .finish(Instant::now(), self.outbox.blocked_ns(), self.inbox.shape());
+        self.local[Counter::BusyNs] += busy;
+        let outputs = self.emitted - self.emitted_at_chunk;
+        self.outbox.measure(busy, outputs);
+        let token = &self.run.token;
+        if self.turn_open {
+            self.turn_open = false;
+            self.outbox.end_turn(token);
+        }
+        let mut got = self.inbox.try_take();
+        if let Recv::TimedOut = got {
+            // Nothing ready: send what we hold before blocking, so a trickle is not delayed.
+            self.outbox.flush(token);
+            self.sync_stats();
+            let waiting = Instant::now();
+            got = self.inbox.take(token, deadline);
+            self.local[Counter::WaitNs] += nanos(waiting.elapsed());
+        }
+        match got {
+            Recv::Got(n) => {
+                self.local[Counter::Received] += n as u64;
+                self.taken += n as u64;
+                self.chunks += 1;
+                self.turn_open = self.turns;
+                self.emitted_at_chunk = self.emitted;
+                self.pacer
+                    .begin(Instant::now(), n, self.outbox.blocked_ns());
+                self.sync_stats();
+                Recv::Got(())
+            }
+            Recv::Closed => Recv::Closed,
+            Recv::Cancelled => Recv::Cancelled,
+            Recv::TimedOut => Recv::TimedOut,
+        }
+    }
+
+    /// Runs `processor` on every input item until the input ends, the run is cancelled or
+    /// the stage fails.
+    pub fn run<P>(&mut self, processor: &mut P)
+    where
+        P: Processor<In, Out> + ?Sized,
+    {
+        while let Some(item) = self.recv() {
+            if !self.process(processor, item) {
+                return;
+            }
+        }
+    }
+
+    /// Runs `processor` on one item and applies the stage's error policy (retries, then
+    /// routing or failing fast). Returns `false` when the worker should stop: the stage
+    /// failed, or the run was cancelled.
+    pub fn process<P>(&mut self, processor: &mut P, item: In) -> bool
+    where
+        P: Processor<In, Out> + ?Sized,
+    {
+        let policy = self.policy;
+        let unit = Unit {
+            keep: policy.keep.as_ref().map(|k| k as &dyn Fn(&In) -> In),
+            erase: policy.erase,
+            items: 1,
+        };
+        self.process_unit(processor, item, &unit)
+    }
+
+    /// Runs `processor` on a batch of items that counts as one unit from now on (`k - 1`
+    /// of its `k` items are counted as merged).
+    pub fn process_batch<P>(&mut self, processor: &mut P, batch: Vec<In>) -> bool
+    where
+        P: Processor<Vec<In>, Out> + ?Sized,
+    {
+        let policy = self.policy;
+        let keep = policy
+            .keep
+            .map(|k| move |batch: &Vec<In>| batch.iter().map(k).collect::<Vec<In>>());
+        let unit = Unit {
+            keep: keep.as_ref().map(|k| k as &dyn Fn(&Vec<In>) -> Vec<In>),
+            erase: policy.erase_batch,
+            items: batch.len() as u64,
+        };
+        self.process_unit(processor, batch, &unit)
+    }
+
+    /// The body of `process` and `process_batch`.
+    fn process_unit<U, P>(&mut self, processor: &mut P, unit: U, how: &Unit<'_, U>) -> bool
+    where
+        P: Processor<U, Out> + ?Sized,
+    {
+        let items = how.items;
+        if items == 0 {
+            return !self.cx.is_cancelled();
+        }
+        let mut unit = unit;
+        let mut retries = 0;
+        let (error, kept) = loop {
+            if self.cx.is_cancelled() {
+                // No new work, and no new attempt, after cancellation.
+                self.settle(Counter::Cancelled, items);
+                return false;
+            }
+            // In flight before the clone: a panicking `Clone` fails the unit too.
+            self.in_flight = items;
+            let kept = how.keep.map(|keep| keep(&unit));
+            let before = self.emitted;
+            let mut out = Emitter::new(&mut self.outbox, &self.run.token, &mut self.emitted);
+            let result = processor.process(unit, &self.cx, &mut out);
+            self.in_flight = 0;
+            let emitted = self.emitted - before;
+            self.local[Counter::Emitted] += emitted;
+            let error = match result {
+                Ok(()) => {
+                    let outcome = if emitted == 0 {
+                        Counter::Filtered
+                    } else {
+                        Counter::Mapped
+                    };
+                    self.local[outcome] += 1;
+                    self.local[Counter::Merged] += items - 1;
+                    self.settled += items;
+                    return !self.cx.is_cancelled();
+                }
+                Err(e) => e,
+            };
+            if self.cx.is_cancelled() {
+                if error.is::<Cancelled>() {
+                    // The cancellation itself, reaching the processor.
+                    self.settle(Counter::Cancelled, items);
+                } else {
+                    // A failure of its own, after another ended the run: counted, not
+                    // returned.
+                    self.settle_failed(items);
+                    self.run.suppress();
+                }
+                return false;
+            }
+            match (self.policy.retry, kept) {
+                (Some(retry), Some(again))
+                    if retries < retry.attempts() && error.is::<Transient>() =>
+                {
+                    retries += 1;
+                    self.local[Counter::Retries] += 1;
+                    if self.cx.sleep(retry.wait(retries)).is_err() {
+                        self.settle(Counter::Cancelled, items);
+                        return false;
+                    }
+                    unit = again;
+                }
+                (_, kept) => break (unwrap_transient(error), kept),
+            }
+        };
+        self.settle_failed(items);
+        match (kept, how.erase) {
+            (Some(item), Some(erase)) => {
+                self.local[Counter::Routed] += 1;
+                self.run
+                    .route(Failure::new(self.stage.id.clone(), error, erase(item)));
+                !self.cx.is_cancelled()
+            }
+            _ => {
+                self.fail(error);
+                false
+            }
+        }
+    }
+
+    /// Fails the run with a stage error (for instance when a worker cannot set itself up).
+    pub fn fail(&self, error: BoxError) {
+        self.run.fail(ErrorKind::Stage {
+            stage: self.stage.id.clone(),
+            error,
+        });
+    }
+}
+
+impl<In, Out> Worker<'_, In, Out> {
+    /// Gives `items` input items the outcome `counter`.
+    fn settle(&mut self, counter: Counter, items: u64) {
+        self.local[counter] += items;
+        self.settled += items;
+    }
+
+    /// A unit of `items` input items failed: one failure, the rest merged into it.
+    fn settle_failed(&mut self, items: u64) {
+        self.local[Counter::Failed] += 1;
+        self.local[Counter::Merged] += items - 1;
+        self.settled += items;
+    }
+
+    /// Moves counters into the stage's shared statistics.
+    fn sync_stats(&mut self) {
+        let blocked = self.outbox.blocked_ns();
+        self.local[Counter::BlockedNs] += blocked - self.reported_blocked;
+        self.reported_blocked = blocked;
+        self.local[Counter::Cancelled] += self.outbox.take_cancelled();
+        self.stage.stats.flush(&mut self.local);
+    }
+
+    /// Reports a panic an item's `Drop` raised while the worker disposed of it.
+    fn report_drop_panic(&self, payload: Option<Payload>) {
+        if let Some(payload) = payload {
+            self.run.fail(ErrorKind::Panic {
+                site: Site::Stage {
+                    stage: self.stage.id.clone(),
+                    worker: self.cx.worker(),
+                },
+                message: panic_message(&*payload),
+            });
+        }
+    }
+}
+
+impl<In, Out> Drop for Worker<'_, In, Out> {
+    fn drop(&mut self) {
+        if self.in_flight > 0 {
+            // Dropped while a processor held a unit: the processor panicked.
+            let items = std::mem::take(&mut self.in_flight);
+            self.settle_failed(items);
+        }
+        self.local[Counter::BusyNs] +=
+            self.pacer
+                .finish(Instant::now(), self.outbox.blocked_ns(), self.inbox.shape());
+        let (left, panic) = self.inbox.discard();
+        self.settle(Counter::Cancelled, left);
+        self.report_drop_panic(panic);
+        // Items handed out that the runner neither processed nor failed.
+        let dropped = self.taken.saturating_sub(self.settled);
+        let cancelled = self.cx.is_cancelled() || std::thread::panicking();
+        self.settle(
+            if cancelled {
+                Counter::Cancelled
+            } else {
+                Counter::Filtered
+            },
+            dropped,
+        );
+        let token = &self.run.token;
+        let panic = if cancelled {
+            self.outbox.discard()
+        } else {
+            if self.turn_open {
+                self.outbox.end_turn(token);
+            }
+            self.outbox.close(token)
+        };
+        let panic = panic.or_else(|| self.outbox.take_panic());
+        self.report_drop_panic(panic);
+        self.sync_stats();
+        self.stage.stats.worker_ended();
+    }
+}
+
+impl<In, Out> fmt::Debug for Worker<'_, In, Out> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("stage", &self.stage.id)
+            .field("worker", &self.cx.worker())
+            .field("buffered_in", &self.inbox.buffered())
+            .field("buffered_out", &self.outbox.buffered())
+            .finish()
+    }
+}
+
+/// How one unit of work (an item, or a batch) is kept, erased and counted.
+struct Unit<'p, U> {
+    /// Clones the unit before an attempt, when the stage retries or routes.
+    keep: Option<&'p dyn Fn(&U) -> U>,
+    /// Erases a failed unit for the failure handler, when the stage routes.
+    erase: Option<Erase<U>>,
+    /// Stage input items in the unit.
+    items: u64,
+}

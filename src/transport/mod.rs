@@ -1,0 +1,380 @@
+//! How items cross an edge between two threads. Private: runners see only `Worker`; the
+//! engine sees edges, inboxes and outboxes, never a crossbeam type.
+//!
+//! # Chunks
+//!
+//! Every edge is a bounded crossbeam channel of `Vec<T>` chunks. A producer buffers outputs
+//! in an [`Outbox`] and sends the buffer when it reaches the edge's *target* size; a consumer
+//! takes a chunk into its [`Inbox`] and hands items out one at a time. One channel operation
+//! (and at most one wake-up) thus serves a whole chunk. How big a chunk is lives in one
+//! place, [`pace`].
+//!
+//! # Cancellation
+//!
+//! Every blocking operation here is a `select` that also watches the run's
+//! [`CancelToken`](crate::CancelToken), whose channel disconnects on cancellation. A thread
+//! blocked on a full or an empty channel is therefore always woken by cancellation, even
+//! though the run keeps a receiver of every edge (a *tap*, for counting leftovers) and
+//! channels never disconnect under a blocked sender.
+//!
+//! # Dropping items
+//!
+//! Items are user types whose `Drop` may panic. Whatever this module drops on the engine's
+//! behalf goes through [`dispose`], which counts first and catches the panic, so that a
+//! panicking `Drop` can neither cut a clean-up short nor lose a count.
+
+mod inbox;
+mod outbox;
+pub(crate) mod pace;
+
+pub(crate) use inbox::Inbox;
+pub(crate) use outbox::Outbox;
+pub(crate) use pace::{Pacer, Shape};
+
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
+
+use crate::context::CancelToken;
+
+/// The payload of a caught panic.
+pub(crate) type Payload = Box<dyn Any + Send>;
+
+/// The sending end of an edge.
+#[derive(Debug)]
+pub(crate) struct EdgeTx<T> {
+    /// The channel of chunks.
+    tx: Sender<Vec<T>>,
+    /// The chunk sizes the consumers ask for.
+    shape: Arc<Shape>,
+}
+
+impl<T> Clone for EdgeTx<T> {
+    fn clone(&self) -> Self {
+        EdgeTx {
+            tx: self.tx.clone(),
+            shape: Arc::clone(&self.shape),
+        }
+    }
+}
+
+/// The receiving end of an edge.
+#[derive(Debug)]
+pub(crate) struct EdgeRx<T> {
+    /// The channel of chunks.
+    rx: Receiver<Vec<T>>,
+    /// The chunk sizes the consumers ask for.
+    shape: Arc<Shape>,
+}
+
+impl<T> Clone for EdgeRx<T> {
+    fn clone(&self) -> Self {
+        EdgeRx {
+            rx: self.rx.clone(),
+            shape: Arc::clone(&self.shape),
+        }
+    }
+}
+
+/// A new edge holding at most `capacity` chunks of at most `max_chunk` items.
+pub(crate) fn edge<T>(capacity: usize, max_chunk: usize) -> (EdgeTx<T>, EdgeRx<T>) {
+    lane(capacity, Shape::new(max_chunk))
+}
+
+/// A new edge holding at most `capacity` chunks, whose consumers advise `shape` (a channel
+/// private to a stage, standing in for the stage's input).
+pub(crate) fn lane<T>(capacity: usize, shape: Arc<Shape>) -> (EdgeTx<T>, EdgeRx<T>) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    (
+        EdgeTx {
+            tx,
+            shape: Arc::clone(&shape),
+        },
+        EdgeRx { rx, shape },
+    )
+}
+
+impl<T> EdgeTx<T> {
+    /// Sends `chunk`, blocking until there is room or `token` is cancelled.
+    ///
+    /// # Errors
+    ///
+    /// Gives the chunk back when the run was cancelled first or every receiver is gone.
+    pub(crate) fn send(&self, chunk: Vec<T>, token: &CancelToken) -> Result<(), Vec<T>> {
+        send_or_cancel(&self.tx, chunk, token)
+    }
+
+    /// Whether the edge is full now.
+    pub(crate) fn is_full(&self) -> bool {
+        self.tx.is_full()
+    }
+
+    /// The edge's chunk-size state.
+    pub(crate) fn shape(&self) -> &Arc<Shape> {
+        &self.shape
+    }
+}
+
+impl<T> EdgeRx<T> {
+    /// Waits for the next chunk until `deadline` at most.
+    pub(crate) fn recv(&self, token: &CancelToken, deadline: Option<Instant>) -> Recv<Vec<T>> {
+        recv_or_cancel(&self.rx, token, deadline)
+    }
+
+    /// The next chunk if one is ready ([`Recv::TimedOut`] when none is).
+    pub(crate) fn try_recv(&self) -> Recv<Vec<T>> {
+        match self.rx.try_recv() {
+            Ok(chunk) => Recv::Got(chunk),
+            Err(TryRecvError::Empty) => Recv::TimedOut,
+            Err(TryRecvError::Disconnected) => Recv::Closed,
+        }
+    }
+
+    /// Chunks queued now.
+    pub(crate) fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// The edge's chunk-size state.
+    pub(crate) fn shape(&self) -> &Arc<Shape> {
+        &self.shape
+    }
+}
+
+/// What a receiver of an edge the run keeps sees: for counting leftovers after the join,
+/// and queue depths for progress reports. Type-erased, so the run can hold every edge's.
+pub(crate) trait Tap: Send + Sync {
+    /// Chunks queued now.
+    fn queued(&self) -> usize;
+    /// Drops everything queued; returns the number of items, and the payload of the first
+    /// panic an item's `Drop` raised.
+    fn drain(&self) -> (u64, Option<Payload>);
+}
+
+impl<T: Send> Tap for EdgeRx<T> {
+    fn queued(&self) -> usize {
+        self.len()
+    }
+
+    fn drain(&self) -> (u64, Option<Payload>) {
+        let mut total = 0;
+        let mut first = None;
+        while let Ok(chunk) = self.rx.try_recv() {
+            let (n, panic) = dispose(chunk.into_iter());
+            total += n;
+            first = first.or(panic);
+        }
+        (total, first)
+    }
+}
+
+/// Drops `items`; returns how many there were and the payload of a panic an item's `Drop`
+/// raised. (Dropping a `Vec` goes on with the other items after one panics; a second
+/// panic aborts the process, as anywhere in Rust.)
+pub(crate) fn dispose<I: ExactSizeIterator>(items: I) -> (u64, Option<Payload>) {
+    let n = items.len() as u64;
+    (n, catch_unwind(AssertUnwindSafe(move || drop(items))).err())
+}
+
+/// Sends `value` on `tx`, blocking until there is room or `token` is cancelled.
+///
+/// # Errors
+///
+/// Gives the value back when the run was cancelled first or the channel is disconnected.
+fn send_or_cancel<M>(tx: &Sender<M>, value: M, token: &CancelToken) -> Result<(), M> {
+    match tx.try_send(value) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Disconnected(v)) => Err(v),
+        Err(TrySendError::Full(v)) => {
+            let mut sel = Select::new();
+            let send = sel.send(tx);
+            sel.recv(token.signal());
+            let oper = sel.select();
+            if oper.index() == send {
+                oper.send(tx, v).map_err(|e| e.into_inner())
+            } else {
+                // The signal only ever disconnects: cancellation.
+                let _ = oper.recv(token.signal());
+                Err(v)
+            }
+        }
+    }
+}
+
+/// What a blocking receive found.
+#[derive(Debug)]
+pub(crate) enum Recv<M> {
+    /// A message.
+    Got(M),
+    /// All senders are gone.
+    Closed,
+    /// The run was cancelled.
+    Cancelled,
+    /// The deadline passed first (or, for a non-blocking receive, nothing was ready).
+    TimedOut,
+}
+
+/// Receives from `rx`, blocking until a message arrives, the channel closes, `token` is
+/// cancelled or `deadline` passes.
+pub(crate) fn recv_or_cancel<M>(
+    rx: &Receiver<M>,
+    token: &CancelToken,
+    deadline: Option<Instant>,
+) -> Recv<M> {
+    if token.is_cancelled() {
+        return Recv::Cancelled;
+    }
+    match rx.try_recv() {
+        Ok(m) => return Recv::Got(m),
+        Err(TryRecvError::Disconnected) => return Recv::Closed,
+        Err(TryRecvError::Empty) => {}
+    }
+    let mut sel = Select::new();
+    let recv = sel.recv(rx);
+    sel.recv(token.signal());
+    let oper = match deadline {
+        None => sel.select(),
+        Some(d) => match sel.select_deadline(d) {
+            Ok(oper) => oper,
+            Err(_) => return Recv::TimedOut,
+        },
+    };
+    if oper.index() == recv {
+        match oper.recv(rx) {
+            Ok(m) => Recv::Got(m),
+            Err(_) => Recv::Closed,
+        }
+    } else {
+        let _ = oper.recv(token.signal());
+        Recv::Cancelled
+    }
+}
+
+/// What woke a thread waiting on two edges.
+#[derive(Debug)]
+pub(crate) enum Either<A, B> {
+    /// A chunk of the first edge.
+    First(Vec<A>),
+    /// A chunk of the second edge.
+    Second(Vec<B>),
+    /// The first edge closed.
+    FirstClosed,
+    /// The second edge closed, or the deadline passed.
+    Idle,
+    /// The run was cancelled.
+    Cancelled,
+}
+
+/// Waits for a chunk on either edge, cancellation, or `deadline`.
+pub(crate) fn recv_either<A, B>(
+    first: &EdgeRx<A>,
+    second: &EdgeRx<B>,
+    token: &CancelToken,
+    deadline: Option<Instant>,
+) -> Either<A, B> {
+    let mut sel = Select::new();
+    let a = sel.recv(&first.rx);
+    let b = sel.recv(&second.rx);
+    sel.recv(token.signal());
+    let oper = match deadline {
+        Some(at) => match sel.select_deadline(at) {
+            Ok(oper) => oper,
+            Err(_) => return Either::Idle,
+        },
+        None => sel.select(),
+    };
+    match oper.index() {
+        i if i == a => oper
+            .recv(&first.rx)
+            .map_or(Either::FirstClosed, Either::First),
+        i if i == b => oper.recv(&second.rx).map_or(Either::Idle, Either::Second),
+        _ => {
+            let _ = oper.recv(token.signal());
+            Either::Cancelled
+        }
+    }
+}
+
+/// Waits until `deadline`, or until `token` or `done` is cancelled. True when the deadline
+/// passed first.
+pub(crate) fn wait_until(deadline: Instant, token: &CancelToken, done: &CancelToken) -> bool {
+    let mut sel = Select::new();
+    sel.recv(token.signal());
+    sel.recv(done.signal());
+    match sel.select_deadline(deadline) {
+        Ok(oper) => {
+            let signal = if oper.index() == 0 { token } else { done };
+            let _ = oper.recv(signal.signal());
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_blocked_send_is_woken_by_cancellation() {
+        let (tx, _rx) = edge::<u32>(1, 4);
+        let token = CancelToken::new();
+        tx.send(vec![1], &token).unwrap();
+        let canceller = token.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            canceller.cancel();
+        });
+        assert_eq!(tx.send(vec![2, 3], &token), Err(vec![2, 3]));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn receives_report_closed_cancelled_and_timeouts() {
+        let token = CancelToken::new();
+        let (tx, rx) = edge::<u32>(2, 4);
+        assert!(matches!(rx.try_recv(), Recv::TimedOut));
+        let soon = Instant::now() + Duration::from_millis(5);
+        assert!(matches!(rx.recv(&token, Some(soon)), Recv::TimedOut));
+        tx.send(vec![7], &token).unwrap();
+        assert!(matches!(rx.recv(&token, None), Recv::Got(v) if v == [7]));
+        drop(tx);
+        assert!(matches!(rx.recv(&token, None), Recv::Closed));
+        token.cancel();
+        assert!(matches!(rx.recv(&token, None), Recv::Cancelled));
+    }
+
+    #[test]
+    fn a_tap_drains_and_counts_every_item() {
+        let token = CancelToken::new();
+        let (tx, rx) = edge::<u32>(4, 4);
+        tx.send(vec![1, 2], &token).unwrap();
+        tx.send(vec![3], &token).unwrap();
+        let tap: &dyn Tap = &rx;
+        assert_eq!(tap.queued(), 2);
+        assert_eq!(tap.drain().0, 3);
+        assert_eq!(tap.queued(), 0);
+    }
+
+    #[test]
+    fn dispose_counts_and_catches_a_panicking_drop() {
+        struct Bomb(bool);
+        impl Drop for Bomb {
+            fn drop(&mut self) {
+                if self.0 {
+                    panic!("bomb");
+                }
+            }
+        }
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let (n, panic) = dispose(vec![Bomb(false), Bomb(true), Bomb(false)].into_iter());
+        std::panic::set_hook(prev);
+        assert_eq!(n, 3);
+        assert!(panic.is_some());
+    }
+}

@@ -1,0 +1,175 @@
+//! The runner contract the engine enforces on every runner, user-written ones included:
+//! no hang, no escaping panic, no unbalanced report, whatever the runner does.
+
+mod common;
+
+use common::{quiet_injected_panics, watchdog};
+use pipework::{
+    CancelToken, Context, ErrorKind, Fixed, Pipeline, StageHandle, StageRunner, source,
+};
+
+/// A source that never ends on its own: only cancellation stops it.
+fn endless() -> impl pipework::IntoSource<u64> {
+    source::custom(Endless(0))
+}
+
+struct Endless(u64);
+
+impl pipework::Source<u64> for Endless {
+    fn next(&mut self, token: &CancelToken) -> Option<Result<u64, pipework::BoxError>> {
+        if token.is_cancelled() {
+            return None;
+        }
+        self.0 += 1;
+        Some(Ok(self.0))
+    }
+}
+
+/// What a misbehaving runner does.
+#[derive(Clone, Copy)]
+enum Misbehaviour {
+    /// `start` spawns nothing.
+    NoWorker,
+    /// The worker takes three items, then returns while the input goes on.
+    QuitEarly,
+    /// `start` panics.
+    PanicInStart,
+    /// The worker takes every item with `recv` and drops it without processing it.
+    DropItems,
+    /// The worker processes one item, then fails the stage.
+    Fail,
+}
+
+struct Rogue(Misbehaviour);
+
+impl StageRunner<u64, u64> for Rogue {
+    fn kind(&self) -> &'static str {
+        "rogue"
+    }
+
+    fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, u64, u64>) {
+        let mut identity = |x: u64, _: &Context| Ok(x);
+        match self.0 {
+            Misbehaviour::NoWorker => {}
+            Misbehaviour::PanicInStart => panic!("start went wrong"),
+            Misbehaviour::QuitEarly => {
+                stage.spawn(move |mut w| {
+                    for _ in 0..3 {
+                        let Some(x) = w.recv() else { return };
+                        w.process(&mut identity, x);
+                    }
+                });
+            }
+            Misbehaviour::DropItems => {
+                stage.spawn(|mut w| while w.recv().is_some() {});
+            }
+            Misbehaviour::Fail => {
+                stage.spawn(move |mut w| {
+                    if let Some(x) = w.recv() {
+                        w.process(&mut identity, x);
+                        w.fail("rogue gave up".into());
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn rogue(how: Misbehaviour) -> Pipeline<'static, u64> {
+    Pipeline::new()
+        .stage("before", Fixed::new(2, |x: u64, _: &Context| Ok(x)))
+        .stage("rogue", Rogue(how))
+        .stage("after", Fixed::new(2, |x: u64, _: &Context| Ok(x)))
+}
+
+#[test]
+fn a_runner_that_starts_no_worker_fails_the_run_instead_of_hanging() {
+    let _dog = watchdog("no worker", 20);
+    for source_len in [0u64, 1, 10_000] {
+        // Even with nothing to read: whether the input ends first is a race, and the
+        // outcome must not depend on it.
+        let err = rogue(Misbehaviour::NoWorker)
+            .run(0..source_len, |_| Ok(()))
+            .unwrap_err();
+        assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+        assert!(err.to_string().contains("runner failed"), "{err}");
+        assert!(err.report().unwrap().totals().is_balanced());
+    }
+    let err = rogue(Misbehaviour::NoWorker)
+        .run(endless(), |_| Ok(()))
+        .unwrap_err();
+    assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+}
+
+#[test]
+fn a_runner_whose_workers_quit_early_fails_the_run_instead_of_hanging() {
+    let _dog = watchdog("quit early", 20);
+    for source_len in [10u64, 10_000] {
+        let err = rogue(Misbehaviour::QuitEarly)
+            .run(0..source_len, |_| Ok(()))
+            .unwrap_err();
+        assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+        assert!(err.to_string().contains("runner failed"), "{err}");
+        assert!(err.report().unwrap().totals().is_balanced());
+    }
+    let err = rogue(Misbehaviour::QuitEarly)
+        .run(endless(), |_| Ok(()))
+        .unwrap_err();
+    assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+}
+
+#[test]
+fn a_panic_in_start_is_caught_and_names_the_stage() {
+    let _dog = watchdog("panic in start", 20);
+    quiet_injected_panics();
+    for _ in 0..3 {
+        // A source that never ends: the run must still be cancelled and joined.
+        let err = rogue(Misbehaviour::PanicInStart)
+            .run(endless(), |_| Ok(()))
+            .unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Panic { .. }), "{err}");
+        assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+        assert!(err.to_string().contains("start went wrong"), "{err}");
+        assert!(err.report().unwrap().totals().is_balanced());
+    }
+}
+
+#[test]
+fn items_a_runner_drops_are_still_counted() {
+    let _dog = watchdog("dropped items", 20);
+    let report = rogue(Misbehaviour::DropItems)
+        .run(0..5_000u64, |_| Ok(()))
+        .unwrap();
+    let totals = report.totals();
+    assert!(totals.is_balanced(), "{report}");
+    assert_eq!(totals.sunk, 0);
+    assert_eq!(report.stages[1].received, 5_000);
+    assert_eq!(report.stages[1].filtered, 5_000);
+}
+
+#[test]
+fn a_runner_that_fails_leaves_a_balanced_report() {
+    let _dog = watchdog("fail", 20);
+    for source_len in [1u64, 5_000] {
+        let err = rogue(Misbehaviour::Fail)
+            .run(0..source_len, |_| Ok(()))
+            .unwrap_err();
+        assert!(err.to_string().contains("rogue gave up"), "{err}");
+        let report = err.report().unwrap();
+        assert!(report.totals().is_balanced(), "{report}");
+    }
+}
+
+#[test]
+fn a_rogue_broadcast_branch_is_caught_too() {
+    let _dog = watchdog("rogue branch", 20);
+    let p = Pipeline::new().stage(
+        "fan",
+        pipework::Broadcast::new()
+            .branch(Fixed::new(1, |x: u64, _: &Context| Ok(x)))
+            .branch(Rogue(Misbehaviour::QuitEarly)),
+    );
+    let err = p.run(0..10_000u64, |_| Ok(())).unwrap_err();
+    assert_eq!(err.stage().map(|s| s.name()), Some("fan"), "{err}");
+    assert!(err.report().unwrap().totals().is_balanced());
+}
