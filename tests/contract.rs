@@ -36,7 +36,8 @@ enum Misbehaviour {
     PanicInStart,
     /// The worker takes every item with `recv` and drops it without processing it.
     DropItems,
-    /// The worker processes one item, then fails the stage.
+    /// The worker processes one item, takes another, and fails the stage without
+    /// processing it.
     Fail,
 }
 
@@ -67,6 +68,8 @@ impl StageRunner<u64, u64> for Rogue {
                 stage.spawn(move |mut w| {
                     if let Some(x) = w.recv() {
                         w.process(&mut identity, x);
+                    }
+                    if let Some(_unprocessed) = w.recv() {
                         w.fail("rogue gave up".into());
                     }
                 });
@@ -150,7 +153,7 @@ fn items_a_runner_drops_are_still_counted() {
 #[test]
 fn a_runner_that_fails_leaves_a_balanced_report() {
     let _dog = watchdog("fail", 20);
-    for source_len in [1u64, 5_000] {
+    for source_len in [2u64, 5_000] {
         let err = rogue(Misbehaviour::Fail)
             .run(0..source_len, |_| Ok(()))
             .unwrap_err();
