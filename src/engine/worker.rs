@@ -71,8 +71,11 @@ pub struct Worker<'scope, In: 'scope, Out: 'scope> {
     reported_blocked: u64,
     /// Outputs emitted when the current chunk was taken.
     emitted_at_chunk: u64,
-    /// Outputs emitted in all (`local` is zeroed at every flush).
+    /// Outputs emitted in all, counted by the `Emitter` as they are emitted (so that a
+    /// processor that panics after emitting leaves them counted).
     emitted: u64,
+    /// Of `emitted`, the outputs already added to the stage's counters.
+    reported_emitted: u64,
     /// Items a processor holds (a batch counts its items): if the worker is dropped while
     /// it holds some, the processor (or a clone of the input) panicked: the unit failed.
     in_flight: u64,
@@ -120,6 +123,7 @@ where
             reported_blocked: 0,
             emitted_at_chunk: 0,
             emitted: 0,
+            reported_emitted: 0,
             in_flight: 0,
             taken: 0,
             settled: 0,
@@ -301,7 +305,6 @@ where
             let result = processor.process(unit, &self.cx, &mut out);
             self.in_flight = 0;
             let emitted = self.emitted - before;
-            self.local[Counter::Emitted] += emitted;
             let error = match result {
                 Ok(()) => {
                     let outcome = if emitted == 0 {
@@ -386,6 +389,8 @@ impl<In, Out> Worker<'_, In, Out> {
         let blocked = self.outbox.blocked_ns();
         self.local[Counter::BlockedNs] += blocked - self.reported_blocked;
         self.reported_blocked = blocked;
+        self.local[Counter::Emitted] += self.emitted - self.reported_emitted;
+        self.reported_emitted = self.emitted;
         self.local[Counter::Cancelled] += self.outbox.take_cancelled();
         self.stage.stats.flush(&mut self.local);
     }
