@@ -86,8 +86,25 @@
 //! - Every queue is bounded: memory does not grow with the input's length.
 //! - The first error is returned; a panic never leaves a run hanging.
 //!
+//! - No runner, built-in or user-written, can hang a run, let a panic escape or unbalance
+//!   the report: see [`StageRunner`].
+//!
 //! Out of scope: a panic in an item's `Drop` during unwinding aborts the process; a processor
 //! that never returns keeps its run from returning.
+//!
+//! # Architecture
+//!
+//! The modules form layers; each imports only from the layers below it:
+//!
+//! 1. `pipeline` (the typed definition, its validation, the call into the engine) and
+//!    `runner` (the built-in strategies: how many workers, which processor);
+//! 2. `engine`: one run — scope, threads, the source thread, the sink loop, the runner
+//!    contract ([`StageRunner`], [`StageHandle`]), the per-worker policy loop ([`Worker`]),
+//!    counters, join and report. Its invariants are written once, in its module docs;
+//! 3. `policy`, `processor`, `source`, `sink`, `report`: what users supply or read;
+//! 4. `transport`: opaque edges (send or receive, or be woken by cancellation), the chunk-size
+//!    policy, inbox and outbox;
+//! 5. `context`, `error`, `id`: the vocabulary everything shares.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]

@@ -92,7 +92,11 @@ fn f05_f10_extreme_pool_sizes_are_configuration_errors() {
         Pipeline::new().stage("d", Dynamic::new(usize::MAX, id)),
     ];
     for p in cases {
-        let err = p.job().cancel_token(&token).run(0..10u64, |_| Ok(())).unwrap_err();
+        let err = p
+            .job()
+            .cancel_token(&token)
+            .run(0..10u64, |_| Ok(()))
+            .unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Config { .. }), "{err}");
     }
 }
@@ -102,7 +106,10 @@ fn f06_an_endless_flat_map_stops_at_the_deadline() {
     let _dog = watchdog("endless flat_map", 20);
     let p = Pipeline::new().stage(
         "explode",
-        Fixed::new(2, flat_map(|_: u64, _: &Context| Ok(std::iter::repeat(0u8)))),
+        Fixed::new(
+            2,
+            flat_map(|_: u64, _: &Context| Ok(std::iter::repeat(0u8))),
+        ),
     );
     let started = Instant::now();
     let err = p
@@ -206,10 +213,13 @@ fn f09_f11_a_panicking_drop_of_a_leftover_item_is_reported_and_counted() {
                     Ok(DropBomb(&ARMED))
                 }),
             )
-            .stage("slow", Fifo::new(|b: DropBomb, cx: &Context| {
-                cx.sleep(Duration::from_millis(1))?;
-                Ok(b)
-            }));
+            .stage(
+                "slow",
+                Fifo::new(|b: DropBomb, cx: &Context| {
+                    cx.sleep(Duration::from_millis(1))?;
+                    Ok(b)
+                }),
+            );
         let err = p.run(0..10_000u64, |_| Ok(())).unwrap_err();
         let report = err.report().unwrap();
         assert!(report.totals().is_balanced(), "{report}");
@@ -238,7 +248,16 @@ fn f12_f13_panicking_drops_of_sink_handler_progress_and_source_are_errors() {
             Ok(())
         })
         .unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::Panic { site: Site::Sink, .. }), "{err}");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Panic {
+                site: Site::Sink,
+                ..
+            }
+        ),
+        "{err}"
+    );
     // The progress callback.
     let guard = PanickyDrop;
     let err = p
@@ -248,7 +267,16 @@ fn f12_f13_panicking_drops_of_sink_handler_progress_and_source_are_errors() {
         })
         .run(0..10u64, |_| Ok(()))
         .unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::Panic { site: Site::Progress, .. }), "{err}");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Panic {
+                site: Site::Progress,
+                ..
+            }
+        ),
+        "{err}"
+    );
     // The source.
     let guard = PanickyDrop;
     let items = (0..10u64).map(move |x| {
@@ -256,7 +284,16 @@ fn f12_f13_panicking_drops_of_sink_handler_progress_and_source_are_errors() {
         x
     });
     let err = p.run(items, |_| Ok(())).unwrap_err();
-    assert!(matches!(err.kind(), ErrorKind::Panic { site: Site::Source, .. }), "{err}");
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Panic {
+                site: Site::Source,
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -288,7 +325,11 @@ fn f15_cancelling_a_token_a_processor_waits_on_returns_cancelled() {
             std::thread::sleep(Duration::from_millis(20));
             canceller.cancel();
         });
-        let err = p.job().cancel_token(&token).run(0..8u64, |_| Ok(())).unwrap_err();
+        let err = p
+            .job()
+            .cancel_token(&token)
+            .run(0..8u64, |_| Ok(()))
+            .unwrap_err();
         t.join().unwrap();
         assert!(matches!(err.kind(), ErrorKind::Cancelled), "{err}");
     }
@@ -314,7 +355,10 @@ fn f17_an_ordered_one_to_many_stage_keeps_memory_bounded() {
     }
     let p = Pipeline::new().stage(
         "expand",
-        Ordered::new(2, flat_map(|_: u64, _: &Context| Ok((0..200_000).map(|_| Counted::new())))),
+        Ordered::new(
+            2,
+            flat_map(|_: u64, _: &Context| Ok((0..200_000).map(|_| Counted::new()))),
+        ),
     );
     let mut seen = 0u64;
     p.run(0..4u64, |_c: Counted| {
@@ -341,7 +385,11 @@ fn f18_a_pre_cancelled_token_starts_no_thread() {
     );
     let token = CancelToken::new();
     token.cancel();
-    let err = p.job().cancel_token(&token).run(0..10u64, |_| Ok(())).unwrap_err();
+    let err = p
+        .job()
+        .cancel_token(&token)
+        .run(0..10u64, |_| Ok(()))
+        .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Cancelled));
     assert_eq!(inits.load(Ordering::SeqCst), 0);
 }
@@ -349,22 +397,27 @@ fn f18_a_pre_cancelled_token_starts_no_thread() {
 #[test]
 fn f19_an_independent_error_after_cancellation_is_a_suppressed_error() {
     let _dog = watchdog("late error", 20);
-    let p = Pipeline::new()
-        .stage(
-            "late",
-            Fixed::new(2, |x: u64, cx: &Context| {
-                if x == 1 {
-                    // Wait for the sink's error to cancel the run, then fail on our own.
-                    while !cx.is_cancelled() {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    return Err("independent failure".into());
+    let p = Pipeline::new().stage(
+        "late",
+        Fixed::new(2, |x: u64, cx: &Context| {
+            if x == 1 {
+                // Wait for the sink's error to cancel the run, then fail on our own.
+                while !cx.is_cancelled() {
+                    std::thread::sleep(Duration::from_millis(1));
                 }
-                Ok(x)
-            }),
-        );
+                return Err("independent failure".into());
+            }
+            Ok(x)
+        }),
+    );
     let err = p
-        .run(0..2u64, |x| if x == 0 { Err("sink says no".into()) } else { Ok(()) })
+        .run(0..2u64, |x| {
+            if x == 0 {
+                Err("sink says no".into())
+            } else {
+                Ok(())
+            }
+        })
         .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Sink { .. }), "{err}");
     let report = err.report().unwrap();
@@ -417,7 +470,11 @@ fn f24_no_retry_attempt_starts_after_cancellation() {
         std::thread::sleep(Duration::from_millis(30));
         canceller.cancel();
     });
-    let err = p.job().cancel_token(&token).run(0..100u64, |_| Ok(())).unwrap_err();
+    let err = p
+        .job()
+        .cancel_token(&token)
+        .run(0..100u64, |_| Ok(()))
+        .unwrap_err();
     t.join().unwrap();
     assert!(matches!(err.kind(), ErrorKind::Cancelled), "{err}");
     assert_eq!(late_attempts.load(Ordering::SeqCst), 0);

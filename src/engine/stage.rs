@@ -9,11 +9,11 @@
 //! enforces the contract on every runner alike:
 //!
 //! - `start` runs under `catch_unwind`: a panic in it is the run's
-//!   [`ErrorKind::Panic`](crate::ErrorKind::Panic) at [`Site::Start`], and cancels the run.
+//!   [`ErrorKind::Panic`] at [`Site::Start`], and cancels the run.
 //! - A stage's input is a *lane* whose readers are counted: every `StageHandle` and every
 //!   thread spawned through one holds a reference. When the last one goes while the input
 //!   has not ended (and the run goes on), the run fails with
-//!   [`ErrorKind::Runner`](crate::ErrorKind::Runner) naming the stage, instead of leaving
+//!   [`ErrorKind::Runner`] naming the stage, instead of leaving
 //!   upstream blocked on a full queue for ever. This covers a runner that starts no
 //!   thread and one whose threads all return early.
 //! - A `Worker` counts every item it hands out; an item the runner neither processes nor
@@ -52,7 +52,7 @@ use crate::transport::{EdgeRx, EdgeTx, Recv, dispose};
 ///
 /// - the stage's threads must read its input until it ends: a stage all of whose threads
 ///   (and handles) are gone while its input goes on fails the run with
-///   [`ErrorKind::Runner`](crate::ErrorKind::Runner) (a runner that starts no thread
+///   [`ErrorKind::Runner`] (a runner that starts no thread
 ///   included);
 /// - a panic in `start` or in a thread is caught and returned as the run's error;
 /// - an item a worker takes and neither [`process`](Worker::process)es nor fails is

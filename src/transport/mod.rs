@@ -12,7 +12,7 @@
 //! # Cancellation
 //!
 //! Every blocking operation here is a `select` that also watches the run's
-//! [`CancelToken`](crate::CancelToken), whose channel disconnects on cancellation. A thread
+//! [`CancelToken`], whose channel disconnects on cancellation. A thread
 //! blocked on a full or an empty channel is therefore always woken by cancellation, even
 //! though the run keeps a receiver of every edge (a *tap*, for counting leftovers) and
 //! channels never disconnect under a blocked sender.
