@@ -1,0 +1,92 @@
+//! The command line: what to run, and at which sizes.
+
+/// The hidden argument that turns this binary into a W7 child process, followed by the
+/// number of items.
+pub const W7_CHILD: &str = "--w7-child";
+
+/// What the arguments ask for.
+pub enum Command {
+    /// The workloads, at the sizes of `Mode`.
+    Bench(Mode),
+    /// `--scaling`: W3's work on 1..cores workers.
+    Scaling,
+    /// `--w7-child ITEMS`: one W7 run, in a process of its own.
+    W7Child(u64),
+}
+
+/// Reads the arguments; the error is a usage line. `cargo bench` adds `--bench`, so
+/// anything not ours is ignored.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    if let Some(i) = args.iter().position(|a| a == W7_CHILD) {
+        return args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .map(Command::W7Child)
+            .ok_or_else(|| format!("usage: {W7_CHILD} ITEMS"));
+    }
+    let flag = |name: &str| args.iter().any(|a| a == name);
+    Ok(if flag("--scaling") {
+        Command::Scaling
+    } else if flag("--quick") {
+        Command::Bench(Mode::quick())
+    } else {
+        Command::Bench(Mode::full())
+    })
+}
+
+/// Sizes and round counts of one mode.
+pub struct Mode {
+    pub quick: bool,
+    /// Rounds per figure (W4 excepted).
+    pub rounds: usize,
+    /// Rounds of W4, whose single run takes 2 s.
+    pub w4_rounds: usize,
+    /// Items of W1 and W2 (pipework, the sequential loop and the chunk chain).
+    pub w1_items: u64,
+    /// Items of the per-item chain in W1 and W2: it is too slow for the full count, so it
+    /// runs on fewer and its rate is compared.
+    pub item_chain_items: u64,
+    /// Items of W3 and W8.
+    pub w3_items: u64,
+    /// Items of W5.
+    pub w5_items: u64,
+    /// Items of W6, one per millisecond.
+    pub w6_items: u32,
+    /// Items of W7's large and small runs.
+    pub w7_large: u64,
+    pub w7_small: u64,
+}
+
+impl Mode {
+    fn full() -> Self {
+        Mode {
+            quick: false,
+            rounds: 5,
+            w4_rounds: 3,
+            w1_items: 10_000_000,
+            item_chain_items: 1_000_000,
+            w3_items: 200_000,
+            w5_items: 640,
+            w6_items: 2_000,
+            w7_large: 10_000_000,
+            w7_small: 100_000,
+        }
+    }
+
+    fn quick() -> Self {
+        Mode {
+            quick: true,
+            rounds: 3,
+            w4_rounds: 1,
+            w1_items: 1_000_000,
+            item_chain_items: 100_000,
+            w3_items: 20_000,
+            // W5 takes 0.1 s a round at full size; smaller, its ratio would mostly measure
+            // thread start-up.
+            w5_items: 640,
+            w6_items: 300,
+            w7_large: 1_000_000,
+            w7_small: 10_000,
+        }
+    }
+}

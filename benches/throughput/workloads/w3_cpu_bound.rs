@@ -1,0 +1,54 @@
+//! W3: CPU-bound items on as many workers as cores, against the usual parallel iterators.
+
+use std::time::{Duration, Instant};
+
+use pipework::{Fixed, Pipeline};
+
+use crate::baselines::{pariter_work, rayon_work, sequential_work};
+use crate::cli::Mode;
+use crate::cpu_work::{calibrate, work_stage};
+use crate::harness::{Variant, measure};
+use crate::pipelines::run_sum;
+use crate::report::{Out, Target};
+
+/// W3: `mode.w3_items` items of about 5 µs of work through one `Fixed::new(2)` stage,
+/// against a sequential loop, rayon and pariter.
+pub fn run(mode: &Mode, out: &mut Out) {
+    let n = mode.w3_items;
+    let rounds = calibrate(Duration::from_micros(5));
+    let started = Instant::now();
+    // The reference result, computed once before timing; every variant must reproduce it.
+    let expect = sequential_work(n, rounds);
+    let per_call = started.elapsed().as_secs_f64() / n as f64;
+    println!(
+        "\n== W3 CPU-bound: {n} items, one stage Fixed::new(2) of {rounds} mixing rounds \
+         ({:.2} µs a call)",
+        per_call * 1e6
+    );
+    out.figure("W3", "work_us_per_item", per_call * 1e6);
+    let pipeline = Pipeline::new().stage("work", Fixed::new(2, work_stage(rounds)));
+    let [pw, seq, rayon, pariter] = measure(
+        out,
+        "W3",
+        mode.rounds,
+        [
+            Variant::new("pipework", n, expect, || run_sum(&pipeline, 0..n).0),
+            Variant::new("sequential", n, expect, || sequential_work(n, rounds)),
+            Variant::new("rayon", n, expect, || rayon_work(n, rounds)),
+            Variant::new("pariter", n, expect, || pariter_work(n, rounds).sum()),
+        ],
+    );
+    out.headline(
+        "W3",
+        "vs_sequential",
+        pw.rate() / seq.rate(),
+        Target::AtLeast(1.8),
+    );
+    out.headline(
+        "W3",
+        "vs_rayon",
+        pw.rate() / rayon.rate(),
+        Target::AtLeast(0.95),
+    );
+    out.headline("W3", "vs_pariter", pw.rate() / pariter.rate(), Target::None);
+}
