@@ -279,9 +279,8 @@ fn f12_f13_panicking_drops_of_sink_handler_progress_and_source_are_errors() {
     );
     // The source.
     let guard = PanickyDrop;
-    let items = (0..10u64).map(move |x| {
+    let items = (0..10u64).inspect(move |_| {
         let _ = &guard;
-        x
     });
     let err = p.run(items, |_| Ok(())).unwrap_err();
     assert!(
