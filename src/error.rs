@@ -224,3 +224,26 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "<non-string panic payload>".to_owned()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_come_from_string_payloads() {
+        assert_eq!(panic_message(&"static"), "static");
+        assert_eq!(panic_message(&String::from("owned")), "owned");
+        assert_eq!(panic_message(&42u32), "<non-string panic payload>");
+    }
+
+    #[test]
+    fn sites_name_where_a_panic_happened() {
+        let stage = StageId::new(1, "fetch".into());
+        let site = Site::Stage {
+            stage: stage.clone(),
+            worker: 3,
+        };
+        assert_eq!(site.to_string(), "stage 1 (fetch) worker 3");
+        assert_eq!(Site::Start { stage }.to_string(), "stage 1 (fetch) runner start");
+    }
+}

@@ -317,3 +317,29 @@ impl fmt::Display for Failure {
         write!(f, "{} failed: {}", self.stage, self.error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let r = Retry::new(10)
+            .backoff(Duration::from_millis(10))
+            .max_backoff(Duration::from_millis(50));
+        let waits: Vec<_> = (1..=5).map(|n| r.wait(n).as_millis()).collect();
+        assert_eq!(waits, [10, 20, 40, 50, 50]);
+        // Far retries and huge backoffs saturate instead of overflowing.
+        assert_eq!(r.wait(u32::MAX), Duration::from_millis(50));
+        let huge = Retry::new(1).backoff(Duration::MAX).max_backoff(Duration::MAX);
+        assert_eq!(huge.wait(3), Duration::MAX);
+    }
+
+    #[test]
+    fn transient_errors_unwrap_to_the_wrapped_error() {
+        let e: BoxError = Transient::new("reset").into();
+        assert_eq!(unwrap_transient(e).to_string(), "reset");
+        let plain: BoxError = "plain".into();
+        assert_eq!(unwrap_transient(plain).to_string(), "plain");
+    }
+}
