@@ -560,7 +560,7 @@ fn a_restarted_worker_resumes_its_entries_and_claims_a_dead_consumers() {
     assert_eq!(pending_total(&mut con, stream, group), 20);
 
     // w1 restarts under its name: it re-reads its own 10 first, claims the ghost's 10 once
-    // they have been idle 200 ms, and reads the 80 others.
+    // they have been idle 500 ms, and reads the 80 others.
     h.spawn(
         "w1",
         &[
@@ -571,7 +571,7 @@ fn a_restarted_worker_resumes_its_entries_and_claims_a_dead_consumers() {
             "--consumer",
             "w1",
             "--min-idle-ms",
-            "200",
+            "500",
             "--idle-exit-ms",
             "500",
             "--quiet",

@@ -692,6 +692,7 @@ fn parse_entries(list: Value) -> redis::RedisResult<Vec<Entry>> {
         .collect()
 }
 
+/// The bytes of a string reply.
 fn bytes(value: Value) -> redis::RedisResult<Vec<u8>> {
     match value {
         Value::BulkString(b) => Ok(b),
@@ -701,10 +702,12 @@ fn bytes(value: Value) -> redis::RedisResult<Vec<u8>> {
     }
 }
 
+/// A string reply as UTF-8 text.
 fn text(value: Value) -> redis::RedisResult<String> {
     String::from_utf8(bytes(value)?).map_err(|_| invalid("UTF-8 text"))
 }
 
+/// The error for a reply that is not `what`.
 fn invalid(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((
         redis::ErrorKind::UnexpectedReturnType,
