@@ -244,6 +244,9 @@ mod tests {
             worker: 3,
         };
         assert_eq!(site.to_string(), "stage 1 (fetch) worker 3");
-        assert_eq!(Site::Start { stage }.to_string(), "stage 1 (fetch) runner start");
+        assert_eq!(
+            Site::Start { stage }.to_string(),
+            "stage 1 (fetch) runner start"
+        );
     }
 }

@@ -331,7 +331,9 @@ mod tests {
         assert_eq!(waits, [10, 20, 40, 50, 50]);
         // Far retries and huge backoffs saturate instead of overflowing.
         assert_eq!(r.wait(u32::MAX), Duration::from_millis(50));
-        let huge = Retry::new(1).backoff(Duration::MAX).max_backoff(Duration::MAX);
+        let huge = Retry::new(1)
+            .backoff(Duration::MAX)
+            .max_backoff(Duration::MAX);
         assert_eq!(huge.wait(3), Duration::MAX);
     }
 
