@@ -11,9 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::audit::RUN_LIMIT;
 use common::{
-    patrol, quiet_injected_panics, serial, settle_threads, stable_thread_count, watchdog,
+    RUN_LIMIT, patrol, quiet_injected_panics, serial, settle_threads, stable_thread_count, watchdog,
 };
 use pipework::{
     Batch, BoxError, Broadcast, CancelToken, Context, Dynamic, Error, ErrorKind, Fifo, Fixed,

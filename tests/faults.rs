@@ -1,20 +1,19 @@
 //! Suite 1: the deterministic fault matrix. Every runner configuration × fault position ×
 //! fault kind × the item the fault strikes, each run audited item by item (see
-//! `common::audit`): the right first error at the right stage, one outcome per item and
+//! `audit`): the right first error at the right stage, one outcome per item and
 //! broadcast branch, matching the report exactly, every value dropped once, no thread left.
 //!
 //! The cases of this file run inside one test each (serialised), so that the process's
 //! thread count can be compared with a baseline after every case.
 
+mod audit;
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::audit::{
-    Audit, Case, Fault, Kind, MAX_STAGES, Outcome, Runner, Site, StageSpec, run_case,
-};
+use audit::{Audit, Case, Fault, Kind, MAX_STAGES, Outcome, Runner, Site, StageSpec, run_case};
 use common::{
-    patrol, quiet_injected_panics, serial, settle_threads, stable_thread_count, watchdog,
+    RUN_LIMIT, patrol, quiet_injected_panics, serial, settle_threads, stable_thread_count, watchdog,
 };
 use pipework::{Context, Dynamic, Error, ErrorKind, Pipeline, Report, Site as PanicSite, source};
 
@@ -370,7 +369,7 @@ fn dynamic_pool_stops_starting_workers_once_the_run_is_cancelled() {
                 let result = p.run(source::fallible(items), |_| Ok(()));
                 let _ = tx.send(result.map(|_| ()).map_err(|e| e.to_string()));
             });
-            match rx.recv_timeout(common::audit::RUN_LIMIT) {
+            match rx.recv_timeout(RUN_LIMIT) {
                 Ok(result) => assert_eq!(
                     result,
                     Err("source failed: injected source error".to_owned())
@@ -378,7 +377,7 @@ fn dynamic_pool_stops_starting_workers_once_the_run_is_cancelled() {
                 Err(_) => panic!(
                     "run {run} (max_chunk {max_chunk:?}) did not return within {:?}; \
                      pool workers alive now: {:?}",
-                    common::audit::RUN_LIMIT,
+                    RUN_LIMIT,
                     pool_threads("s0#")
                 ),
             }

@@ -2,17 +2,18 @@
 //! runner (broadcasts of 1–3 branches among them), 1–4 workers, capacities from 1 to 8
 //! chunks, 0–2,000 items, 0–2 faults injected by item index and branch path, so that a
 //! failing case prints as data and replays. Every case is audited item by item (see
-//! `common::audit`) and the thread count is checked after it.
+//! `audit`) and the thread count is checked after it.
 //!
 //! `PIPEWORK_PROPTEST_CASES` sets the number of cases (default [`DEFAULT_CASES`]), and
 //! `PIPEWORK_PROPTEST_SEED` another seed (default [`SEED`]) to explore further.
 
+mod audit;
 mod common;
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use common::audit::{Case, Fault, Kind, MAX_STAGES, Runner, Site, StageSpec, run_case};
+use audit::{Case, Fault, Kind, MAX_STAGES, Runner, Site, StageSpec, run_case};
 use common::{
     patrol, quiet_injected_panics, serial, settle_threads, stable_thread_count, watchdog,
 };

@@ -1,18 +1,19 @@
 //! Suite 3: stress. Ten thousand short runs with rotating topologies and faults, each
-//! audited item by item (see `common::audit`) with the thread count checked after it; and
+//! audited item by item (see `audit`) with the thread count checked after it; and
 //! one run of a million items while a live-item gauge checks that the items in flight never
 //! exceed what the capacities, workers and reorder windows allow.
 //!
 //! The tests of this file are serialised, so that the process's thread count is theirs.
 
+mod audit;
 mod common;
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::audit::{Case, Fault, Kind, MAX_STAGES, RUN_LIMIT, Runner, Site, StageSpec, run_case};
+use audit::{Case, Fault, Kind, MAX_STAGES, Runner, Site, StageSpec, run_case};
 use common::{
-    patrol, quiet_injected_panics, serial, settle_threads, stable_thread_count, watchdog,
+    RUN_LIMIT, patrol, quiet_injected_panics, serial, settle_threads, stable_thread_count, watchdog,
 };
 use pipework::{BoxError, Context, Dynamic, Fifo, Fixed, Ordered, Pipeline};
 

@@ -5,6 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// A run must return within this: the patrol's limit for one run of a suite that runs many
+/// (the audited cases, the bad-input cases).
+pub const RUN_LIMIT: Duration = Duration::from_secs(5);
+
 /// Aborts the whole test process if it is still alive `secs` seconds from now, unless the
 /// returned guard has been dropped. Runs on a detached thread, so a deadlock anywhere in the
 /// test (even inside a thread scope) turns into a failure instead of a hang.
@@ -162,8 +166,6 @@ pub fn quiet_injected_panics() {
         }));
     });
 }
-
-pub mod audit;
 
 /// Serialises the tests of one file that look at the process's thread count: hold the
 /// guard for the whole test. Poisoning is ignored (a failed test already reported).
