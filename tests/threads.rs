@@ -5,13 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{quiet_injected_panics, settle_threads, thread_count, watchdog};
+use common::{settle_threads, thread_count, watchdog_quiet};
 use pipework::{BoxError, Broadcast, Context, Dynamic, Fifo, Fixed, Pipeline};
 
 #[test]
 fn no_thread_of_the_run_is_alive_after_run_returns() {
-    quiet_injected_panics();
-    let _dog = watchdog("threads", 60);
+    let _dog = watchdog_quiet("threads", 60);
     // The watchdog's thread is part of the baseline.
     let baseline = thread_count();
     let p = Pipeline::new()

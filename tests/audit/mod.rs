@@ -1,11 +1,11 @@
 //! The fault suites' harness (faults.rs, random.rs, stress.rs): a pipeline described as data
 //! ([`Case`]), faults injected by item index ([`Fault`]), items that record in a [`Ledger`]
 //! every copy made of them and how each copy ended, and [`run_case`], which runs a case under
-//! the patrol and audits the ledger against the crate's report, the returned error, and
+//! the watchdog and audits the ledger against the crate's report, the returned error, and
 //! what the case's faults predict.
 //!
 //! A suite that uses it declares both module trees: `mod audit;` needs `mod common;` (for
-//! the patrol) at the root of the same test crate. The other suites do not compile it.
+//! the watchdog) at the root of the same test crate. The other suites do not compile it.
 //!
 //! One file per phase:
 //!

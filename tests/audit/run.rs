@@ -1,5 +1,5 @@
 //! Running a case: the test's processors, source and sink, the pipeline the case describes,
-//! and [`run_case`], which runs it under the patrol and has it audited.
+//! and [`run_case`], which runs it under the watchdog and has it audited.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,7 +14,7 @@ use super::case::{Case, Kind, Runner};
 use super::check::{Audit, audit};
 use super::ledger::{Fate, Item, Ledger};
 use super::{MAX_STAGES, RUN_LIMIT};
-use crate::common::patrol;
+use crate::common::Watchdog;
 
 impl Case {
     /// The test's processor for stage `s`, branch `b`.
@@ -154,7 +154,7 @@ impl Source<Item> for Feed<'_> {
     }
 }
 
-/// Runs `case` once, under a patrol of [`RUN_LIMIT`], and audits it. Panics, naming the case,
+/// Runs `case` once, under a watchdog of [`RUN_LIMIT`], and audits it. Panics, naming the case,
 /// on anything wrong. Returns the run's result with the audit.
 pub fn run_case(case: &Case) -> (Result<Report, Error>, Audit) {
     assert!(case.stages.len() <= MAX_STAGES);
@@ -167,7 +167,7 @@ pub fn run_case(case: &Case) -> (Result<Report, Error>, Audit) {
     };
     let started = Instant::now();
     let result = {
-        let _armed = patrol().arm(format!("{case:?}"), RUN_LIMIT);
+        let _dog = Watchdog::arm(format!("{case:?}"), RUN_LIMIT);
         pipeline
             .job()
             .on_failure(|f| ledger.on_failure(f))
