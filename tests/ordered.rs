@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Ledger, Tracked, tracked, watchdog, watchdog_quiet, within};
+use common::{Ledger, Tracked, sleepy, tracked, watchdog, watchdog_quiet, within};
 use pipework::{
     BoxError, Context, ErrorKind, Ordered, Pipeline, StageOptions, filter_map, flat_map,
 };
@@ -156,10 +156,7 @@ fn cancellation_stops_an_ordered_stage_promptly() {
     let _dog = watchdog("ordered cancel", 30);
     let p = Pipeline::new().stage(
         "sleepy",
-        Ordered::new(4, |x: u64, cx: &Context| {
-            cx.sleep(Duration::from_secs(30))?;
-            Ok(x)
-        }),
+        Ordered::new(4, sleepy::<u64>(Duration::from_secs(30))),
     );
     let err = within(Duration::from_secs(2), "ordered timeout", || {
         p.job()

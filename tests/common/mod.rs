@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: the watchdog, how a test begins (a watchdog,
 //! quiet injected panics, the file's serial lock, a thread-count baseline), thread counting,
-//! and items that count their drops and clones.
+//! items that count their drops and clones, and a sleepy processor.
 //!
 //! Every test file declares `mod common;`. The fault suites' audit harness is a separate
 //! module tree, `tests/audit/`, that only the files using it declare (`mod audit;`).
@@ -10,6 +10,8 @@ mod items;
 mod watchdog;
 
 use std::time::{Duration, Instant};
+
+use pipework::{BoxError, Context};
 
 // Each test file uses its own subset.
 #[allow(unused_imports)]
@@ -139,5 +141,20 @@ pub fn stable_thread_count() -> usize {
         } else if since.elapsed() >= Duration::from_millis(100) || Instant::now() > until {
             return n;
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Stages
+// ---------------------------------------------------------------------------------------
+
+/// A processor that sleeps `d`, cut short when the run is cancelled (its error is then the
+/// one [`Context::sleep`] returns), and passes its item on: `Dynamic::new(8, sleepy(d))`.
+pub fn sleepy<T>(
+    d: Duration,
+) -> impl Fn(T, &Context<'_>) -> Result<T, BoxError> + Clone + Send + Sync {
+    move |x: T, cx: &Context<'_>| {
+        cx.sleep(d)?;
+        Ok(x)
     }
 }
