@@ -11,10 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::audit::RUN_LIMIT;
-use common::{
-    patrol, quiet_injected_panics, serial, settle_threads, stable_thread_count, watchdog,
-};
+use common::{RUN_LIMIT, Watchdog, serial_test, settle_threads};
 use pipework::{
     Batch, BoxError, Broadcast, CancelToken, Context, Dynamic, Error, ErrorKind, Fifo, Fixed,
     Ordered, Pipeline, Report, Site, StageOptions, StageRunner, source,
@@ -178,7 +175,7 @@ fn one_stage(kind: &str, step: Step) -> Pipeline<'static, Counted> {
     }
 }
 
-/// Runs one case: under the patrol, checking the drops and the thread count after it.
+/// Runs one case: under the watchdog, checking the drops and the thread count after it.
 fn case(
     name: &str,
     baseline: usize,
@@ -187,7 +184,7 @@ fn case(
     let book = Book::new();
     let started = Instant::now();
     let result = {
-        let _armed = patrol().arm(name, RUN_LIMIT);
+        let _dog = Watchdog::arm(name, RUN_LIMIT);
         run(&book)
     };
     let took = started.elapsed();
@@ -231,7 +228,7 @@ fn assert_config(
 
 #[test]
 fn smoke() {
-    let _serial = serial();
+    let _t = serial_test("smoke", 60);
     let book = Book::new();
     let p = Pipeline::new().stage("first", Fixed::new(0, pass as Step));
     let result = p.run(book.items(), |_| Ok(()));
@@ -241,11 +238,8 @@ fn smoke() {
 
 #[test]
 fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
-    quiet_injected_panics();
-    let _serial = serial();
-    let _dog = watchdog("bad input", 300);
-    let _ = patrol();
-    let baseline = stable_thread_count();
+    let t = serial_test("bad input", 300);
+    let baseline = t.baseline;
     let mut cases = 0;
     let step = pass as Step;
 
@@ -591,11 +585,8 @@ fn first_item_fails(kind: &str, baseline: usize) -> usize {
 /// The same with a dynamic pool, alone and as a broadcast branch.
 #[test]
 fn the_first_item_failing_in_a_dynamic_pool_is_reported() {
-    quiet_injected_panics();
-    let _serial = serial();
-    let _dog = watchdog("first item, dynamic pools", 120);
-    let _ = patrol();
-    let baseline = stable_thread_count();
+    let t = serial_test("first item, dynamic pools", 120);
+    let baseline = t.baseline;
     for kind in RUNNERS_WITH_DYNAMIC {
         first_item_fails(kind, baseline);
     }
@@ -606,9 +597,7 @@ fn the_first_item_failing_in_a_dynamic_pool_is_reported() {
 /// from crossbeam), for the pipeline's capacity, a stage's, and an ordered pool's window.
 #[test]
 fn an_impossible_capacity_is_a_configuration_error_not_a_panic() {
-    quiet_injected_panics();
-    let _serial = serial();
-    let _dog = watchdog("impossible capacities", 60);
+    let _t = serial_test("impossible capacities", 60);
     let step = pass as Step;
     let cases: Vec<(&str, Pipeline<'static, Counted>)> = vec![
         (

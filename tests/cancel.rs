@@ -5,20 +5,17 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{watchdog, within};
+use common::{sleepy, watchdog, within};
 use pipework::{CancelToken, Context, Dynamic, ErrorKind, Fifo, Fixed, Pipeline, source};
 
 const PROMPT: Duration = Duration::from_secs(2);
 
-fn sleepy() -> Pipeline<'static, u64> {
+fn sleepy_pipeline() -> Pipeline<'static, u64> {
     Pipeline::new()
         .stage("fast", Fixed::new(2, |x: u64, _: &Context| Ok(x)))
         .stage(
             "sleepy",
-            Dynamic::new(64, |x: u64, cx: &Context| {
-                cx.sleep(Duration::from_secs(30))?;
-                Ok(x)
-            }),
+            Dynamic::new(64, sleepy::<u64>(Duration::from_secs(30))),
         )
 }
 
@@ -27,7 +24,7 @@ fn smoke() {
     let _dog = watchdog("smoke", 10);
     let token = CancelToken::new();
     token.cancel();
-    let err = sleepy()
+    let err = sleepy_pipeline()
         .job()
         .cancel_token(&token)
         .run(0..10u64, |_| Ok(()))
@@ -38,7 +35,7 @@ fn smoke() {
 #[test]
 fn cancel_token_stops_the_run_from_another_thread() {
     let _dog = watchdog("token", 20);
-    let p = sleepy();
+    let p = sleepy_pipeline();
     let token = CancelToken::new();
     let canceller = {
         let token = token.clone();
@@ -72,7 +69,7 @@ fn a_token_cancelled_before_the_run_starts_nothing() {
     let token = CancelToken::new();
     token.cancel();
     let pulled = AtomicUsize::new(0);
-    let err = sleepy()
+    let err = sleepy_pipeline()
         .job()
         .cancel_token(&token)
         .run(
@@ -89,7 +86,7 @@ fn a_token_cancelled_before_the_run_starts_nothing() {
 #[test]
 fn one_token_cancels_several_runs() {
     let _dog = watchdog("shared token", 20);
-    let p = sleepy();
+    let p = sleepy_pipeline();
     let token = CancelToken::new();
     std::thread::scope(|s| {
         let runs: Vec<_> = (0..3)
@@ -109,7 +106,7 @@ fn one_token_cancels_several_runs() {
 #[test]
 fn deadline_stops_the_run_and_is_reported() {
     let _dog = watchdog("deadline", 20);
-    let p = sleepy();
+    let p = sleepy_pipeline();
     let started = Instant::now();
     let err = p
         .job()
@@ -180,10 +177,7 @@ fn a_cancelled_run_never_returns_ok_with_partial_output() {
     let _dog = watchdog("never ok", 20);
     let p = Pipeline::new().stage(
         "slowish",
-        Fixed::new(2, |x: u64, cx: &Context| {
-            cx.sleep(Duration::from_millis(1))?;
-            Ok(x)
-        }),
+        Fixed::new(2, sleepy::<u64>(Duration::from_millis(1))),
     );
     for delay_ms in [0, 1, 5, 20] {
         let token = CancelToken::new();

@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Ledger, Tracked, quiet_injected_panics, tracked, watchdog, within};
+use common::{Ledger, Tracked, tracked, watchdog, watchdog_quiet, within};
 use pipework::{
     BoxError, Broadcast, Context, Dynamic, ErrorKind, Fifo, Fixed, Pipeline, Site, source,
 };
@@ -153,8 +153,7 @@ fn assert_panic(err: &pipework::Error, site_is: impl Fn(&Site) -> bool, message:
 
 #[test]
 fn panic_in_a_processor_is_returned_and_cancels_the_run() {
-    quiet_injected_panics();
-    let _dog = watchdog("processor panic", 20);
+    let _dog = watchdog_quiet("processor panic", 20);
     for kind in ["fifo", "fixed", "dynamic", "broadcast"] {
         let f = |x: u64, _: &Context| -> Result<u64, BoxError> {
             if x == 1234 {
@@ -185,8 +184,7 @@ fn panic_in_a_processor_is_returned_and_cancels_the_run() {
 
 #[test]
 fn panic_in_the_source_is_returned() {
-    quiet_injected_panics();
-    let _dog = watchdog("source panic", 20);
+    let _dog = watchdog_quiet("source panic", 20);
     let p = Pipeline::new().stage("pass", Fifo::new(|x: u64, _: &Context| Ok(x)));
     let items = (0..u64::MAX).map(|i| {
         if i == 300 {
@@ -203,8 +201,7 @@ fn panic_in_the_source_is_returned() {
 
 #[test]
 fn panic_in_the_sink_is_returned() {
-    quiet_injected_panics();
-    let _dog = watchdog("sink panic", 20);
+    let _dog = watchdog_quiet("sink panic", 20);
     let p = Pipeline::new().stage("pass", Fixed::new(2, |x: u64, _: &Context| Ok(x)));
     let err = within(PROMPT, "sink panic", || {
         p.run(0..u64::MAX, |x| {
@@ -222,8 +219,7 @@ fn panic_in_the_sink_is_returned() {
 
 #[test]
 fn panic_in_an_init_closure_is_returned() {
-    quiet_injected_panics();
-    let _dog = watchdog("init panic", 20);
+    let _dog = watchdog_quiet("init panic", 20);
     let p = Pipeline::new().stage(
         "setup",
         Fixed::with_init(3, |cx: &Context| {
@@ -265,8 +261,7 @@ fn init_error_fails_the_stage() {
 
 #[test]
 fn first_error_wins_and_later_ones_are_counted() {
-    quiet_injected_panics();
-    let _dog = watchdog("first error wins", 20);
+    let _dog = watchdog_quiet("first error wins", 20);
     // Every worker of a 4-worker pool fails on its first item, at the same moment.
     let gate = std::sync::Barrier::new(4);
     let p = Pipeline::new()
@@ -290,8 +285,7 @@ fn first_error_wins_and_later_ones_are_counted() {
 
 #[test]
 fn every_item_is_dropped_exactly_once_after_a_panic() {
-    quiet_injected_panics();
-    let _dog = watchdog("drops after panic", 20);
+    let _dog = watchdog_quiet("drops after panic", 20);
     let ledger = Ledger::new(20_000);
     let p = Pipeline::new()
         .stage("a", Fixed::new(2, |t: Tracked, _: &Context| Ok(t)))

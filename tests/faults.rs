@@ -1,21 +1,18 @@
 //! Suite 1: the deterministic fault matrix. Every runner configuration × fault position ×
-//! fault kind × the item the fault strikes, each run audited item by item (see
-//! `common::audit`): the right first error at the right stage, one outcome per item and
-//! broadcast branch, matching the report exactly, every value dropped once, no thread left.
+//! fault kind × the item the fault strikes, each run audited item by item (see `audit`):
+//! the right first error at the right stage, one outcome per item and broadcast branch,
+//! matching the report exactly, every value dropped once, no thread left.
 //!
 //! The cases of this file run inside one test each (serialised), so that the process's
 //! thread count can be compared with a baseline after every case.
 
+mod audit;
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::audit::{
-    Audit, Case, Fault, Kind, MAX_STAGES, Outcome, Runner, Site, StageSpec, run_case,
-};
-use common::{
-    patrol, quiet_injected_panics, serial, settle_threads, stable_thread_count, watchdog,
-};
+use audit::{Audit, Case, Fault, Kind, MAX_STAGES, Outcome, Runner, Site, StageSpec, run_case};
+use common::{RUN_LIMIT, serial_test, settle_threads};
 use pipework::{Context, Dynamic, Error, ErrorKind, Pipeline, Report, Site as PanicSite, source};
 
 /// Stages of every matrix pipeline: the first, the middle and the last.
@@ -293,8 +290,7 @@ fn check(strike: &Strike, result: &Result<Report, Error>, audit: &Audit) {
 
 #[test]
 fn smoke() {
-    quiet_injected_panics();
-    let _serial = serial();
+    let _t = serial_test("smoke", 60);
     let strike = Strike {
         config: Config::Broadcast(2),
         max_chunk: Some(1),
@@ -310,18 +306,15 @@ fn smoke() {
 
 #[test]
 fn every_fault_at_every_position_is_reported_once_and_accounted_for_item_by_item() {
-    quiet_injected_panics();
-    let _serial = serial();
-    let _dog = watchdog("the fault matrix", 900);
+    let t = serial_test("the fault matrix", 900);
     let cases: Vec<Strike> = matrix();
     assert!(cases.len() >= MIN_CASES, "only {} cases", cases.len());
-    run_all("fault matrix", &cases);
+    run_all("fault matrix", &cases, t.baseline);
 }
 
-/// Runs the cases one by one, checking each and the thread count after each.
-fn run_all(what: &str, cases: &[Strike]) {
-    let _ = patrol();
-    let baseline = stable_thread_count();
+/// Runs the cases one by one, checking each and the thread count after each against
+/// `baseline`.
+fn run_all(what: &str, cases: &[Strike], baseline: usize) {
     let started = Instant::now();
     for (n, strike) in cases.iter().enumerate() {
         let (result, audit) = run_case(&strike.case());
@@ -370,7 +363,7 @@ fn dynamic_pool_stops_starting_workers_once_the_run_is_cancelled() {
                 let result = p.run(source::fallible(items), |_| Ok(()));
                 let _ = tx.send(result.map(|_| ()).map_err(|e| e.to_string()));
             });
-            match rx.recv_timeout(common::audit::RUN_LIMIT) {
+            match rx.recv_timeout(RUN_LIMIT) {
                 Ok(result) => assert_eq!(
                     result,
                     Err("source failed: injected source error".to_owned())
@@ -378,7 +371,7 @@ fn dynamic_pool_stops_starting_workers_once_the_run_is_cancelled() {
                 Err(_) => panic!(
                     "run {run} (max_chunk {max_chunk:?}) did not return within {:?}; \
                      pool workers alive now: {:?}",
-                    common::audit::RUN_LIMIT,
+                    RUN_LIMIT,
                     pool_threads("s0#")
                 ),
             }

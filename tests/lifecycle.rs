@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use common::watchdog;
+use common::{sleepy, watchdog};
 use pipework::{Broadcast, Context, Dynamic, Fifo, Fixed, Pipeline};
 
 #[test]
@@ -73,10 +73,7 @@ fn service() -> Pipeline<'static, u32> {
     Pipeline::new()
         .stage(
             "validate",
-            Dynamic::new(100, |x: u32, cx: &Context| {
-                cx.sleep(Duration::from_millis(1))?;
-                Ok(x)
-            }),
+            Dynamic::new(100, sleepy::<u32>(Duration::from_millis(1))),
         )
         .stage(
             "fan",

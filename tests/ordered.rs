@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{Ledger, Tracked, quiet_injected_panics, tracked, watchdog, within};
+use common::{Ledger, Tracked, sleepy, tracked, watchdog, watchdog_quiet, within};
 use pipework::{
     BoxError, Context, ErrorKind, Ordered, Pipeline, StageOptions, filter_map, flat_map,
 };
@@ -84,8 +84,7 @@ fn a_slow_item_holds_back_at_most_the_window() {
 
 #[test]
 fn every_item_dropped_once_on_error_and_panic() {
-    quiet_injected_panics();
-    let _dog = watchdog("ordered faults", 30);
+    let _dog = watchdog_quiet("ordered faults", 30);
     for panic in [false, true] {
         let ledger = Ledger::new(5000);
         let p = Pipeline::new().stage(
@@ -157,10 +156,7 @@ fn cancellation_stops_an_ordered_stage_promptly() {
     let _dog = watchdog("ordered cancel", 30);
     let p = Pipeline::new().stage(
         "sleepy",
-        Ordered::new(4, |x: u64, cx: &Context| {
-            cx.sleep(Duration::from_secs(30))?;
-            Ok(x)
-        }),
+        Ordered::new(4, sleepy::<u64>(Duration::from_secs(30))),
     );
     let err = within(Duration::from_secs(2), "ordered timeout", || {
         p.job()

@@ -4,19 +4,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::watchdog;
+use common::{sleepy, watchdog};
 use pipework::{Context, Fifo, Fixed, Pipeline};
 
 #[test]
 fn smoke() {
     let _dog = watchdog("smoke", 10);
-    let p = Pipeline::new().stage(
-        "slow",
-        Fifo::new(|x: u32, cx: &Context| {
-            cx.sleep(Duration::from_millis(2))?;
-            Ok(x)
-        }),
-    );
+    let p = Pipeline::new().stage("slow", Fifo::new(sleepy::<u32>(Duration::from_millis(2))));
     let mut ticks = 0;
     p.job()
         .on_progress(Duration::from_millis(10), |_| ticks += 1)
@@ -31,13 +25,7 @@ fn snapshots_grow_and_show_the_bottleneck_and_queues() {
     let caller = std::thread::current().id();
     let p = Pipeline::new()
         .stage("fast", Fixed::new(2, |x: u32, _: &Context| Ok(x)))
-        .stage(
-            "slow",
-            Fifo::new(|x: u32, cx: &Context| {
-                cx.sleep(Duration::from_millis(1))?;
-                Ok(x)
-            }),
-        );
+        .stage("slow", Fifo::new(sleepy::<u32>(Duration::from_millis(1))));
     let mut snapshots = Vec::new();
     let report = p
         .job()

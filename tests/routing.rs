@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::watchdog;
+use common::{watchdog, watchdog_quiet};
 use pipework::{
     BoxError, CancelToken, Context, Dynamic, ErrorKind, Fifo, Fixed, Pipeline, StageOptions,
 };
@@ -128,8 +128,7 @@ fn failures_are_delivered_even_when_the_run_is_aborted() {
 
 #[test]
 fn a_panicking_failure_handler_aborts_the_run() {
-    common::quiet_injected_panics();
-    let _dog = watchdog("handler panic", 20);
+    let _dog = watchdog_quiet("handler panic", 20);
     let p = Pipeline::new().stage_with(
         "validate",
         Fifo::new(validate),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{CloneCounter, Ledger, Tracked, tracked, watchdog};
+use common::{CloneCounter, Ledger, Tracked, sleepy, tracked, watchdog};
 use pipework::{
     BoxError, Broadcast, Context, Dynamic, Fifo, Fixed, Pipeline, StageHandle, StageRunner,
     filter_map, flat_map,
@@ -198,11 +198,8 @@ fn dynamic_pool_retires_idle_workers_and_grows_again() {
     let _dog = watchdog("dynamic retires", 20);
     let p = Pipeline::new().stage(
         "io",
-        Dynamic::new(8, |x: u32, cx: &Context| {
-            cx.sleep(Duration::from_millis(20))?;
-            Ok(x)
-        })
-        .idle_timeout(Duration::from_millis(10)),
+        Dynamic::new(8, sleepy::<u32>(Duration::from_millis(20)))
+            .idle_timeout(Duration::from_millis(10)),
     );
     // Two bursts separated by more than the idle timeout.
     let source = (0..16u32).inspect(|&i| {

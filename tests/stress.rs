@@ -1,19 +1,18 @@
 //! Suite 3: stress. Ten thousand short runs with rotating topologies and faults, each
-//! audited item by item (see `common::audit`) with the thread count checked after it; and
+//! audited item by item (see `audit`) with the thread count checked after it; and
 //! one run of a million items while a live-item gauge checks that the items in flight never
 //! exceed what the capacities, workers and reorder windows allow.
 //!
 //! The tests of this file are serialised, so that the process's thread count is theirs.
 
+mod audit;
 mod common;
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::audit::{Case, Fault, Kind, MAX_STAGES, RUN_LIMIT, Runner, Site, StageSpec, run_case};
-use common::{
-    patrol, quiet_injected_panics, serial, settle_threads, stable_thread_count, watchdog,
-};
+use audit::{Case, Fault, Kind, MAX_STAGES, Runner, Site, StageSpec, run_case};
+use common::{RUN_LIMIT, Watchdog, serial_test, settle_threads};
 use pipework::{BoxError, Context, Dynamic, Fifo, Fixed, Ordered, Pipeline};
 
 /// Short runs.
@@ -105,8 +104,7 @@ fn short_run(i: usize, topologies: &[Vec<Runner>]) -> Case {
 
 #[test]
 fn smoke() {
-    quiet_injected_panics();
-    let _serial = serial();
+    let _t = serial_test("smoke", 60);
     let topologies = topologies();
     for i in 0..FAULTS.len() * topologies.len() {
         let (_, audit) = run_case(&short_run(i, &topologies));
@@ -116,11 +114,8 @@ fn smoke() {
 
 #[test]
 fn ten_thousand_short_runs_with_rotating_faults_lose_nothing_and_leave_no_thread() {
-    quiet_injected_panics();
-    let _serial = serial();
-    let _dog = watchdog("short runs", 900);
-    let _ = patrol();
-    let baseline = stable_thread_count();
+    let t = serial_test("short runs", 900);
+    let baseline = t.baseline;
     let topologies = topologies();
     let started = Instant::now();
     let mut aborted = 0;
@@ -197,10 +192,8 @@ fn pass<'g>(x: Gauged<'g>, _: &Context<'_>) -> Result<Gauged<'g>, BoxError> {
 
 #[test]
 fn a_million_items_stay_within_the_bound_of_capacities_workers_and_windows() {
-    let _serial = serial();
-    let _dog = watchdog("a million items", 600);
-    let _ = patrol();
-    let baseline = stable_thread_count();
+    let t = serial_test("a million items", 600);
+    let baseline = t.baseline;
     let gauge = Gauge {
         live: AtomicUsize::new(0),
         peak: AtomicUsize::new(0),
@@ -219,7 +212,7 @@ fn a_million_items_stay_within_the_bound_of_capacities_workers_and_windows() {
     let mut sunk = 0u64;
     let started = Instant::now();
     let report = {
-        let _armed = patrol().arm("a million items", RUN_LIMIT);
+        let _dog = Watchdog::arm("a million items", RUN_LIMIT);
         p.run((0..LONG_ITEMS).map(|i| Gauged::new(i, &gauge)), |item| {
             sunk += 1;
             drop(item);

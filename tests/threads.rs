@@ -5,13 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{quiet_injected_panics, settle_threads, thread_count, watchdog};
+use common::{settle_threads, sleepy, thread_count, watchdog_quiet};
 use pipework::{BoxError, Broadcast, Context, Dynamic, Fifo, Fixed, Pipeline};
 
 #[test]
 fn no_thread_of_the_run_is_alive_after_run_returns() {
-    quiet_injected_panics();
-    let _dog = watchdog("threads", 60);
+    let _dog = watchdog_quiet("threads", 60);
     // The watchdog's thread is part of the baseline.
     let baseline = thread_count();
     let p = Pipeline::new()
@@ -19,10 +18,7 @@ fn no_thread_of_the_run_is_alive_after_run_returns() {
         .stage("fixed", Fixed::new(3, |x: u64, _: &Context| Ok(x)))
         .stage(
             "dyn",
-            Dynamic::new(50, |x: u64, cx: &Context| {
-                cx.sleep(Duration::from_micros(100))?;
-                Ok(x)
-            }),
+            Dynamic::new(50, sleepy::<u64>(Duration::from_micros(100))),
         )
         .stage(
             "fan",
@@ -55,14 +51,11 @@ fn no_thread_of_the_run_is_alive_after_run_returns() {
         "threads left after an aborted run"
     );
     // A run cut by its time limit while many workers sleep.
-    let sleepy = Pipeline::new().stage(
+    let sleeping = Pipeline::new().stage(
         "sleep",
-        Dynamic::new(200, |x: u64, cx: &Context| {
-            cx.sleep(Duration::from_secs(60))?;
-            Ok(x)
-        }),
+        Dynamic::new(200, sleepy::<u64>(Duration::from_secs(60))),
     );
-    let err = sleepy
+    let err = sleeping
         .job()
         .timeout(Duration::from_millis(100))
         .run(0..500u64, |_| Ok(()))
