@@ -32,6 +32,7 @@ struct Options {
     slow_every: u32,
     fail_id: Option<u32>,
     workers: usize,
+    timeout: Option<Duration>,
     quiet: bool,
 }
 
@@ -44,6 +45,7 @@ impl Options {
             slow_every: 5,
             fail_id: Some(1),
             workers: 0,
+            timeout: None,
             quiet: false,
         };
         let mut args = std::env::args().skip(1);
@@ -80,6 +82,7 @@ impl Options {
                         .parse()
                         .map_err(|e| format!("--workers: {e}"))?
                 }
+                "--timeout-ms" => o.timeout = Some(ms(value("--timeout-ms")?)?),
                 "--quiet" => o.quiet = true,
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other}")),
@@ -103,7 +106,7 @@ impl Options {
 }
 
 const USAGE: &str = "usage: batch_update [--tasks N] [--step-ms MS] [--slow-ms MS] \
-[--slow-every K] [--fail-id ID|none] [--workers MAX_PER_STAGE] [--quiet]";
+[--slow-every K] [--fail-id ID|none] [--workers MAX_PER_STAGE] [--timeout-ms MS] [--quiet]";
 
 fn main() -> ExitCode {
     let opts = match Options::parse() {
@@ -117,11 +120,17 @@ fn main() -> ExitCode {
         }
     };
 
-    // Every step is a simulated call: a sleep that the run's cancellation cuts short.
+    // Every step is a simulated call: a sleep that the run's cancellation cuts short. Like a
+    // client given a timeout, it waits no longer than the run has left (`--timeout-ms`).
     let step = |name: &'static str| {
         let opts = &opts;
         move |task: Task, cx: &Context| -> Result<Task, BoxError> {
-            cx.sleep(opts.latency(&task))?;
+            let latency = opts.latency(&task);
+            let budget = cx.remaining().unwrap_or(latency);
+            cx.sleep(latency.min(budget))?;
+            if budget < latency {
+                return Err(format!("task {}: {name} timed out", task.id).into());
+            }
             if name == "validate" && Some(task.id) == opts.fail_id {
                 return Err(format!("task {} has an empty title", task.id).into());
             }
@@ -161,8 +170,11 @@ fn main() -> ExitCode {
     let mut done = Vec::with_capacity(tasks.len());
     let mut failed = Vec::new();
     let started = Instant::now();
-    let result = pipeline
-        .job()
+    let mut job = pipeline.job();
+    if let Some(limit) = opts.timeout {
+        job = job.timeout(limit);
+    }
+    let result = job
         .on_failure(|f| {
             let reason = f.error().to_string();
             let stage = f.stage().name().to_owned();

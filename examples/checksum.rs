@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use pipework::{BoxError, Context, Ordered, Pipeline, StageOptions};
+use pipework::{BoxError, Context, Ordered, Pipeline, StageOptions, Stop};
 use sha2::{Digest, Sha256};
 
 fn main() -> ExitCode {
@@ -86,16 +86,23 @@ pub fn hash_files(files: Vec<PathBuf>, out: &mut impl Write, err: &mut impl Writ
             let _ = writeln!(err, "checksum: {}: {reason}", path.display());
         })
         .run(files, |(hex, path): (String, PathBuf)| {
-            writeln!(out, "{}", line(&hex, &path))?;
-            Ok(())
+            // A reader that went away (`checksum DIR | head -1`) is a clean stop, as for
+            // sha256sum and grep.
+            writeln!(out, "{}", line(&hex, &path)).map_err(|e| match e.kind() {
+                io::ErrorKind::BrokenPipe => BoxError::from(Stop),
+                _ => e.into(),
+            })
         });
     if let Err(e) = result {
         let _ = writeln!(err, "checksum: {e}");
         failed += 1;
     }
-    if let Err(e) = out.flush() {
-        let _ = writeln!(err, "checksum: cannot write the output: {e}");
-        failed += 1;
+    match out.flush() {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
+            let _ = writeln!(err, "checksum: cannot write the output: {e}");
+            failed += 1;
+        }
+        _ => {}
     }
     failed
 }

@@ -120,7 +120,7 @@ mod engine;
 mod policy;
 mod processor;
 mod report;
-mod sink;
+pub mod sink;
 pub mod source;
 
 mod transport;
@@ -138,7 +138,7 @@ pub use policy::{Failure, Retry, StageOptions, Transient};
 pub use processor::{Emitter, FilterMap, FlatMap, Processor, filter_map, flat_map};
 pub use report::{Report, SinkReport, SourceReport, StageReport, Totals};
 pub use runner::{Batch, Broadcast, Cloned, Dynamic, Factory, Fifo, Fixed, Init, Ordered, PerRun};
-pub use sink::Sink;
+pub use sink::{Sink, Stop};
 pub use source::{IntoSource, Source};
 
 /// The README's examples, run as doctests.

@@ -29,6 +29,9 @@ pub struct Report {
     pub sink: SinkReport,
     /// Errors and panics after the first one, which the run did not return.
     pub suppressed_errors: u64,
+    /// Whether the sink ended the run early with [`Stop`](crate::Stop) (the items then in
+    /// flight are counted as cancelled).
+    pub stopped_early: bool,
 }
 
 /// What the source did during a run.

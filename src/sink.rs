@@ -15,7 +15,8 @@ use crate::error::BoxError;
 /// # Errors
 ///
 /// An error from [`consume`](Self::consume) or [`finish`](Self::finish) aborts the run with
-/// [`ErrorKind::Sink`](crate::ErrorKind::Sink).
+/// [`ErrorKind::Sink`](crate::ErrorKind::Sink) — except [`Stop`], which ends the run early
+/// and cleanly.
 ///
 /// # Examples
 ///
@@ -68,4 +69,58 @@ impl<T> Sink<T> for &mut Vec<T> {
         self.push(item);
         Ok(())
     }
+}
+
+/// What a sink returns to end the run early and cleanly: `tool | head -1`, "stop at the first
+/// match", a reader that went away.
+///
+/// Return `Err(Stop.into())` from [`Sink::consume`] for the first item you do not want. The
+/// run then cancels the rest promptly, calls [`Sink::finish`], and returns `Ok` with a report
+/// whose [`stopped_early`](crate::Report::stopped_early) is set; the item the sink refused
+/// and those still in flight count as cancelled, so the report balances. A real error that
+/// happened before the stop is still returned.
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{Context, Fixed, Pipeline, Stop};
+///
+/// let pipeline = Pipeline::new().stage("square", Fixed::new(2, |x: u64, _: &Context| Ok(x * x)));
+/// let mut first = Vec::new();
+/// let report = pipeline
+///     .run(0..1_000_000u64, |x| {
+///         if first.len() == 3 {
+///             return Err(Stop.into());
+///         }
+///         first.push(x);
+///         Ok(())
+///     })
+///     .unwrap();
+/// assert_eq!(first.len(), 3);
+/// assert!(report.stopped_early);
+/// assert!(report.totals().is_balanced());
+/// assert!(report.totals().read < 1_000_000);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, thiserror::Error)]
+#[error("the sink stopped the run")]
+pub struct Stop;
+
+/// Whether `error` is a [`Stop`], or an I/O error of kind `BrokenPipe` (the reader went away,
+/// which a command-line tool treats as a stop).
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{BoxError, Stop, sink::is_stop};
+///
+/// assert!(is_stop(&BoxError::from(Stop)));
+/// let pipe: BoxError = std::io::Error::from(std::io::ErrorKind::BrokenPipe).into();
+/// assert!(is_stop(&pipe));
+/// assert!(!is_stop(&BoxError::from("disk full")));
+/// ```
+pub fn is_stop(error: &BoxError) -> bool {
+    error.is::<Stop>()
+        || error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }

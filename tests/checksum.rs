@@ -123,3 +123,64 @@ fn unreadable_files_go_to_stderr_and_set_the_exit_code() {
         "{err}"
     );
 }
+
+/// A reader that takes `room` bytes, then goes away (a closed pipe).
+struct Closes {
+    room: usize,
+}
+
+impl std::io::Write for Closes {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.room == 0 {
+            return Err(std::io::ErrorKind::BrokenPipe.into());
+        }
+        let n = buf.len().min(self.room);
+        self.room -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_reader_that_goes_away_is_a_quiet_clean_stop() {
+    let tree = TempTree::new("checksum-pipe");
+    generate(&tree);
+    for room in [0, 100, 10_000] {
+        let mut err = Vec::new();
+        let code = checksum::run(&tree.0, &mut Closes { room }, &mut err);
+        assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+        assert!(err.is_empty(), "{}", String::from_utf8_lossy(&err));
+    }
+}
+
+#[test]
+fn piped_into_head_it_exits_zero_with_no_error_text() {
+    // `cargo test` builds the examples next to the test binaries' directory.
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples/checksum");
+    assert!(bin.exists(), "{} was not built", bin.display());
+    let tree = TempTree::new("checksum-head");
+    generate(&tree);
+    let script = format!(
+        "set -o pipefail; '{}' '{}' 2>stderr.txt | head -1 >/dev/null",
+        bin.display(),
+        tree.0.display()
+    );
+    let status = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(&tree.0)
+        .status()
+        .unwrap();
+    let stderr = std::fs::read_to_string(tree.0.join("stderr.txt")).unwrap_or_default();
+    assert!(status.success(), "exit {status:?}, stderr: {stderr}");
+    assert!(stderr.is_empty(), "stderr: {stderr}");
+}

@@ -76,7 +76,7 @@ use crate::id::thread_name;
 use crate::report::{Report, SinkReport};
 use crate::sink::Sink;
 use crate::source::IntoSource;
-use crate::transport::{Inbox, Pacer, wait_until};
+use crate::transport::{Inbox, Pacer, SharedInput, wait_until};
 
 use sink::SinkLoop;
 use state::RunState;
@@ -166,7 +166,7 @@ where
         let shape = std::sync::Arc::clone(last.shape());
         let mut lp = SinkLoop {
             run,
-            inbox: Inbox::new(last, shape),
+            inbox: Inbox::new(SharedInput::new(last, 1), shape),
             pacer: Pacer::new(1),
             report: SinkReport::default(),
             failures,
@@ -177,7 +177,7 @@ where
             lp.run(sink, progress.as_mut(), &mut taps, &mut reaper);
             // Everything reached the sink: the time limit no longer applies.
             done.cancel();
-            if !run.token.is_cancelled() {
+            if !run.token.is_cancelled() || run.stopped() {
                 lp.finish(sink);
             }
         }
@@ -205,7 +205,9 @@ where
     match run.take_error() {
         Some(kind @ ErrorKind::Config { .. }) => Err(Error::new(kind, None)),
         Some(kind) => Err(Error::new(kind, Some(report))),
-        None if run.token.is_cancelled() => Err(Error::new(ErrorKind::Cancelled, Some(report))),
+        None if run.token.is_cancelled() && !run.stopped() => {
+            Err(Error::new(ErrorKind::Cancelled, Some(report)))
+        }
         None => Ok(report),
     }
 }

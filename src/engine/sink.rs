@@ -9,7 +9,7 @@ use super::threads::{Reaper, Taps};
 use crate::error::{ErrorKind, Site, panic_message};
 use crate::policy::Failure;
 use crate::report::{Report, SinkReport};
-use crate::sink::Sink;
+use crate::sink::{Sink, Stop};
 use crate::transport::{EdgeRx, Either, Inbox, Pacer, Payload, Recv, recv_either};
 
 /// A progress callback and its schedule.
@@ -63,8 +63,8 @@ impl<T> SinkLoop<'_, '_, T> {
                 }
             }
             match self.inbox.try_take() {
-                Recv::Got(n) => {
-                    self.pacer.begin(Instant::now(), n, 0);
+                Recv::Got(took) => {
+                    self.pacer.begin(Instant::now(), took.len(), 0);
                     continue;
                 }
                 Recv::Closed | Recv::Cancelled => break,
@@ -108,6 +108,12 @@ impl<T> SinkLoop<'_, '_, T> {
                 in_flight = false;
                 match result {
                     Ok(()) => report.consumed += 1,
+                    Err(error) if error.is::<Stop>() => {
+                        // The sink refused this item and wants no more.
+                        report.cancelled += 1;
+                        run.stop();
+                        return false;
+                    }
                     Err(error) => {
                         report.failed += 1;
                         run.fail(ErrorKind::Sink { error });

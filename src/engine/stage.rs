@@ -31,7 +31,7 @@ use super::worker::{Output, Worker};
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
 use crate::id::{StageId, thread_name};
 use crate::policy::Policy;
-use crate::transport::{EdgeRx, EdgeTx, Recv, dispose};
+use crate::transport::{EdgeRx, EdgeTx, Recv, SharedInput, dispose};
 
 /// A strategy for running one stage: how many workers, and how they share the input.
 ///
@@ -130,8 +130,8 @@ struct Lane<'scope, In> {
     run: &'scope RunState,
     /// The stage the lane feeds.
     stage: &'scope StageState,
-    /// The input.
-    input: EdgeRx<In>,
+    /// The input, shared by the lane's readers.
+    input: Arc<SharedInput<In>>,
     /// Live `LaneRef`s.
     refs: AtomicUsize,
     /// Whether a thread was ever started on the lane.
@@ -169,7 +169,11 @@ impl<In> Lane<'_, In> {
         }
         // Ordering: Relaxed; set before the thread that drops a reference started.
         let had_threads = self.threads.load(Ordering::Relaxed);
-        let left = match self.input.try_recv() {
+        if let Recv::Got(chunk) = self.input.spill().try_recv() {
+            let (n, _) = dispose(chunk.into_iter());
+            self.stage.stats.add(Counter::Cancelled, n);
+        }
+        let left = match self.input.edge().try_recv() {
             // Whether an input ends before a runner that starts no thread gives up is a
             // race: such a runner is at fault whatever the input.
             Recv::Closed | Recv::Cancelled if had_threads => return,
@@ -238,6 +242,11 @@ where
         input: EdgeRx<In>,
         output: EdgeTx<Out>,
     ) -> Self {
+        // Items given back through the spill lane may be left there when a run is
+        // cancelled: tap it like the stage's input.
+        let spill = spawner.run().max_chunk.clamp(16, 1024);
+        let input = SharedInput::new(input, spill);
+        spawner.tap(stage.id.index(), input.spill());
         let lane = LaneRef(Arc::new(Lane {
             run: spawner.run(),
             stage,
@@ -275,9 +284,11 @@ where
         self.spawner.run().token.is_cancelled()
     }
 
-    /// Chunks waiting in the stage's input now.
+    /// Chunks waiting in the stage's input now, counting the items a busy worker gave back
+    /// (one chunk each) and, as one chunk each, the rest of the chunks busy workers hold.
     pub fn queued(&self) -> usize {
-        self.lane.0.input.len()
+        let input = &self.lane.0.input;
+        input.edge().len() + input.spill().len() + input.holders()
     }
 
     /// Whether the stage's output queue is full now (the next stage is the bottleneck).
@@ -318,7 +329,7 @@ where
             &thread_name(self.stage.id.name(), index),
             index,
             move || {
-                let input = handle.input().clone();
+                let input = Arc::clone(&handle.lane.0.input);
                 let worker = Worker::new(&handle, index, input, output);
                 // The worker lives inside the closure: if `f` panics, unwinding drops it, and
                 // its `Drop` accounts for every item it held.
@@ -380,7 +391,7 @@ where
 
     /// The stage's input.
     pub(super) fn input(&self) -> &EdgeRx<In> {
-        &self.lane.0.input
+        self.lane.0.input.edge()
     }
 }
 

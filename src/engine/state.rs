@@ -1,7 +1,7 @@
 //! What the threads of one run share: the run's token, its first error, routed failures,
 //! and each stage's identity and counters.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -26,6 +26,8 @@ pub(crate) struct RunState {
     first: Mutex<Option<ErrorKind>>,
     /// Errors after the first.
     suppressed: AtomicU64,
+    /// Set when the sink stopped the run early.
+    stopped: AtomicBool,
     /// Per-stage identity and counters, indexed by stage.
     pub(crate) stages: Vec<StageState>,
     /// Routed failures on their way to the calling thread (one per chunk).
@@ -96,6 +98,7 @@ impl RunState {
             deadline: config.timeout.and_then(|t| started.checked_add(t)),
             first: Mutex::new(None),
             suppressed: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
             stages: config.stages,
             failures,
             overflow: Mutex::new(Vec::new()),
@@ -126,6 +129,22 @@ impl RunState {
         // The error is stored before the cancellation is visible, so whoever observes the
         // cancellation and then looks for the cause finds it.
         self.token.cancel();
+    }
+
+    /// Ends the run early without an error (the sink said [`Stop`](crate::Stop)), unless
+    /// it has already failed.
+    pub(crate) fn stop(&self) {
+        if self.first.lock().is_none() {
+            // Ordering: Relaxed; read on the calling thread, which set it, or after the join.
+            self.stopped.store(true, Ordering::Relaxed);
+        }
+        self.token.cancel();
+    }
+
+    /// Whether the sink stopped the run early.
+    pub(crate) fn stopped(&self) -> bool {
+        // Ordering: Relaxed, see `stop`.
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// A processor that waits on the caller's token sees its cancellation before the run
@@ -216,6 +235,7 @@ impl RunState {
                 .collect(),
             sink,
             suppressed_errors: self.suppressed.load(Ordering::Relaxed),
+            stopped_early: self.stopped(),
         }
     }
 }

@@ -106,7 +106,8 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
         (tx, rx)
     }
 
-    fn tap<T: Send + 'scope>(&self, index: usize, rx: &EdgeRx<T>) {
+    /// Keeps a receiver of `rx`, whose leftovers count as cancelled for stage `index`.
+    pub(super) fn tap<T: Send + 'scope>(&self, index: usize, rx: &EdgeRx<T>) {
         let _ = self.taps.send(Tapped {
             tap: Box::new(rx.clone()),
             index,

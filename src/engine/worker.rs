@@ -12,7 +12,9 @@ use crate::error::{BoxError, ErrorKind, Site, panic_message};
 use crate::policy::{Erase, Failure, Policy, Transient, unwrap_transient};
 use crate::processor::{Emitter, Processor};
 use crate::transport::pace::nanos;
-use crate::transport::{EdgeRx, EdgeTx, Inbox, Outbox, Pacer, Payload, Recv};
+use crate::transport::{EdgeTx, Inbox, Outbox, Pacer, Payload, Recv, SharedInput, Took};
+
+use std::sync::Arc;
 
 /// Where a worker's outputs go.
 pub(crate) enum Output<Out> {
@@ -95,13 +97,13 @@ where
     pub(super) fn new(
         handle: &StageHandle<'scope, '_, In, Out>,
         index: usize,
-        input: EdgeRx<In>,
+        input: Arc<SharedInput<In>>,
         output: Output<Out>,
     ) -> Self {
         let run = handle.spawner.run();
         let stage = handle.stage;
         stage.stats.worker_started();
-        let shape = std::sync::Arc::clone(handle.input().shape());
+        let shape = Arc::clone(handle.input().shape());
         let pacer = Pacer::new(shape.advice());
         let (edge, turns) = match output {
             Output::Shared => (handle.output.clone(), false),
@@ -189,7 +191,13 @@ where
         if self.cx.is_cancelled() {
             return None;
         }
-        self.inbox.next_buffered()
+        let item = self.inbox.next_buffered()?;
+        // A sibling waits while this worker holds items: the next ones may be slow (the
+        // cost shifted), so they go to whoever is free (see `transport::inbox`).
+        if self.inbox.should_give_back() {
+            self.taken -= self.inbox.give_back() as u64;
+        }
+        Some(item)
     }
 
     /// Closes the current chunk (measuring it) and takes the next one, waiting until
@@ -216,8 +224,11 @@ where
             self.local[Counter::WaitNs] += nanos(waiting.elapsed());
         }
         match got {
-            Recv::Got(n) => {
-                self.local[Counter::Received] += n as u64;
+            Recv::Got(took) => {
+                let n = took.len();
+                if let Took::Input(n) = took {
+                    self.local[Counter::Received] += n as u64;
+                }
                 self.taken += n as u64;
                 self.chunks += 1;
                 self.turn_open = self.turns;

@@ -27,7 +27,7 @@ mod inbox;
 mod outbox;
 pub(crate) mod pace;
 
-pub(crate) use inbox::Inbox;
+pub(crate) use inbox::{Inbox, SharedInput, Took};
 pub(crate) use outbox::Outbox;
 pub(crate) use pace::{Pacer, Shape};
 
@@ -105,6 +105,15 @@ impl<T> EdgeTx<T> {
     /// Gives the chunk back when the run was cancelled first or every receiver is gone.
     pub(crate) fn send(&self, chunk: Vec<T>, token: &CancelToken) -> Result<(), Vec<T>> {
         send_or_cancel(&self.tx, chunk, token)
+    }
+
+    /// Sends `chunk` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// Gives the chunk back when the edge is full or every receiver is gone.
+    pub(crate) fn try_send(&self, chunk: Vec<T>) -> Result<(), Vec<T>> {
+        self.tx.try_send(chunk).map_err(TrySendError::into_inner)
     }
 
     /// Whether the edge is full now.

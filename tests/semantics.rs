@@ -1,0 +1,307 @@
+//! What users expect beyond the synthetic suites: pools that survive a cost shift, a clean
+//! early stop, per-run stage state, deadlines inside processors.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::watchdog;
+use pipework::{Context, Dynamic, Fifo, Fixed, Pipeline, StageRunner};
+
+const CHEAP: u64 = 20_000;
+const SLOW: usize = 10;
+
+/// A processor for a cost shift: `CHEAP` trivial items, then `SLOW` items that each wait
+/// until all `SLOW` are in progress at once (or 5 s). Returns how many got there.
+fn rendezvous<R>(make: impl Fn(&'static AtomicUsize, &'static AtomicUsize) -> R) -> usize
+where
+    R: StageRunner<u64, u64> + 'static,
+{
+    let arrived: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+    let met: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
+    let p = Pipeline::new().stage("shift", make(arrived, met));
+    let (out, report) = p.collect(0..CHEAP + SLOW as u64).unwrap();
+    assert_eq!(out.len(), CHEAP as usize + SLOW);
+    assert!(report.totals().is_balanced());
+    met.load(Ordering::SeqCst)
+}
+
+fn slow_step(x: u64, cx: &Context, arrived: &AtomicUsize, met: &AtomicUsize) -> u64 {
+    if x >= CHEAP {
+        arrived.fetch_add(1, Ordering::SeqCst);
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while arrived.load(Ordering::SeqCst) < SLOW && Instant::now() < give_up {
+            if cx.sleep(Duration::from_millis(1)).is_err() {
+                break;
+            }
+        }
+        if arrived.load(Ordering::SeqCst) >= SLOW {
+            met.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    x
+}
+
+// Known gap: items are given back at item boundaries, when a sibling is idle. A worker that
+// started a slow item while every sibling was busy keeps the rest of its chunk until the item
+// returns; when the slow items wait for each other (this rendezvous), one of them can wait
+// out its 5 s. Closing it needs siblings to steal from a worker blocked inside an item.
+#[test]
+#[ignore = "known gap: no stealing from a worker blocked inside an item"]
+fn a_fixed_pool_keeps_every_worker_busy_when_item_cost_shifts() {
+    let _dog = watchdog("cost shift fixed", 120);
+    for _ in 0..5 {
+        let met = rendezvous(|arrived, met| {
+            Fixed::new(SLOW, move |x: u64, cx: &Context| {
+                Ok(slow_step(x, cx, arrived, met))
+            })
+        });
+        assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
+    }
+}
+
+#[test]
+#[ignore = "known gap: no stealing from a worker blocked inside an item"]
+fn a_dynamic_pool_keeps_every_worker_busy_when_item_cost_shifts() {
+    let _dog = watchdog("cost shift dynamic", 120);
+    for _ in 0..5 {
+        let met = rendezvous(|arrived, met| {
+            Dynamic::new(SLOW, move |x: u64, cx: &Context| {
+                Ok(slow_step(x, cx, arrived, met))
+            })
+        });
+        assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
+    }
+}
+
+fn shifted<R: StageRunner<u64, u64>>(runner: R) -> Duration {
+    let p = Pipeline::new().stage("shift", runner);
+    let started = Instant::now();
+    let (out, _) = p.collect(0..CHEAP + 10).unwrap();
+    assert_eq!(out.len(), CHEAP as usize + 10);
+    started.elapsed()
+}
+
+fn sleepy_after_cheap(x: u64, cx: &Context) -> Result<u64, pipework::BoxError> {
+    if x >= CHEAP {
+        cx.sleep(Duration::from_millis(100))?;
+    }
+    Ok(x)
+}
+
+#[test]
+fn slow_items_after_cheap_ones_finish_near_the_ideal_time() {
+    let _dog = watchdog("cost shift timing", 60);
+    // Ten 100 ms items on ten workers: about 100 ms for a fixed pool, 200 ms for a
+    // dynamic one (which grows while the first slow item runs). Before the change the
+    // items ran one after another in one worker's chunk: 0.5 to 1 s. The bounds are
+    // generous for a loaded 2-core machine.
+    let fixed = shifted(Fixed::new(10, sleepy_after_cheap));
+    assert!(
+        fixed < Duration::from_millis(450),
+        "fixed pool took {fixed:?}"
+    );
+    let dynamic = shifted(Dynamic::new(10, sleepy_after_cheap));
+    assert!(
+        dynamic < Duration::from_millis(600),
+        "dynamic pool took {dynamic:?}"
+    );
+}
+
+#[test]
+fn every_run_of_a_fifo_gets_its_own_state_and_concurrent_runs_overlap() {
+    let _dog = watchdog("per-run state", 30);
+    let inside = AtomicUsize::new(0);
+    let overlapped = AtomicUsize::new(0);
+    let (inside, overlapped) = (&inside, &overlapped);
+    let mut seen = 0u32;
+    let p = Pipeline::new().stage(
+        "count",
+        Fifo::new(move |x: u32, _: &Context| {
+            seen += 1;
+            if inside.fetch_add(1, Ordering::SeqCst) > 0 {
+                overlapped.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            inside.fetch_sub(1, Ordering::SeqCst);
+            Ok((seen, x))
+        }),
+    );
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| p.collect(0..12u32).unwrap().0))
+            .collect();
+        for r in runs {
+            let out = r.join().unwrap();
+            // Each run counts from 1: no state from the other run.
+            assert_eq!(
+                out.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                (1..=12).collect::<Vec<_>>()
+            );
+        }
+    });
+    assert!(
+        overlapped.load(Ordering::SeqCst) > 0,
+        "the two runs took turns"
+    );
+}
+
+fn stop_after<R: StageRunner<u64, u64>>(runner: R, n: usize) -> (Vec<u64>, pipework::Report) {
+    let p = Pipeline::new()
+        .stage("first", Fixed::new(2, |x: u64, _: &Context| Ok(x)))
+        .stage("under test", runner);
+    let mut got = Vec::new();
+    let report = p
+        .run(0..1_000_000u64, |x| {
+            if got.len() == n {
+                return Err(pipework::Stop.into());
+            }
+            got.push(x);
+            Ok(())
+        })
+        .unwrap();
+    (got, report)
+}
+
+#[test]
+fn a_sink_can_stop_the_run_early_with_every_runner_kind() {
+    let _dog = watchdog("early stop", 60);
+    let id = |x: u64, _: &Context| Ok(x);
+    for n in [0, 1, 1_000] {
+        let runs = [
+            ("fifo", stop_after(Fifo::new(id), n)),
+            ("fixed", stop_after(Fixed::new(3, id), n)),
+            ("dynamic", stop_after(Dynamic::new(8, id), n)),
+            ("ordered", stop_after(pipework::Ordered::new(3, id), n)),
+            (
+                "batch",
+                stop_after(
+                    pipework::Batch::new(
+                        7,
+                        Duration::from_millis(5),
+                        |b: Vec<u64>, _: &Context| Ok(b[0]),
+                    ),
+                    n,
+                ),
+            ),
+            (
+                "broadcast",
+                stop_after(
+                    pipework::Broadcast::new()
+                        .branch(Fifo::new(id))
+                        .branch(Fixed::new(2, id)),
+                    n,
+                ),
+            ),
+        ];
+        for (kind, (got, report)) in runs {
+            assert_eq!(got.len(), n, "{kind}");
+            assert!(report.stopped_early, "{kind}");
+            let totals = report.totals();
+            assert!(totals.is_balanced(), "{kind}: {report}");
+            assert_eq!(totals.sunk, n as u64, "{kind}");
+            assert!(
+                totals.read < 1_000_000,
+                "{kind}: the source was not stopped"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_ordered_pipeline_stopped_early_gives_an_exact_prefix() {
+    let _dog = watchdog("ordered stop", 30);
+    let id = |x: u64, _: &Context| Ok(x);
+    let p = Pipeline::new()
+        .stage("a", Fifo::new(id))
+        .stage("b", pipework::Ordered::new(4, id));
+    for _ in 0..20 {
+        let mut got = Vec::new();
+        let report = p
+            .run(0..100_000u64, |x| {
+                if got.len() == 5_000 {
+                    return Err(pipework::Stop.into());
+                }
+                got.push(x);
+                Ok(())
+            })
+            .unwrap();
+        assert!(report.stopped_early);
+        assert_eq!(got, (0..5_000).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn an_error_before_the_stop_is_still_returned() {
+    let _dog = watchdog("error then stop", 30);
+    let p = Pipeline::new().stage(
+        "fails",
+        Fifo::new(|x: u64, _: &Context| if x == 3 { Err("three".into()) } else { Ok(x) }),
+    );
+    let err = p
+        .run(0..10u64, |x| {
+            if x >= 5 {
+                Err(pipework::Stop.into())
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("three"), "{err}");
+}
+
+#[test]
+fn processors_see_the_run_deadline() {
+    let _dog = watchdog("deadline in context", 30);
+    let p = Pipeline::new().stage(
+        "client",
+        Fixed::new(2, |_: u64, cx: &Context| {
+            Ok((
+                cx.deadline().is_some(),
+                cx.remaining().unwrap_or(Duration::MAX),
+            ))
+        }),
+    );
+    let (out, _) = p
+        .job()
+        .timeout(Duration::from_secs(5))
+        .collect(0..4u64)
+        .unwrap();
+    assert!(
+        out.iter()
+            .all(|&(has, left)| has && left <= Duration::from_secs(5))
+    );
+    let (out, _) = p.collect(0..4u64).unwrap();
+    assert!(out.iter().all(|&(has, left)| !has && left == Duration::MAX));
+}
+
+#[test]
+fn a_processor_blocked_in_a_foreign_call_can_bound_it_by_the_deadline() {
+    let _dog = watchdog("deadline passed on", 30);
+    // A "client" that blocks for its timeout: given the run's remaining time, the run
+    // comes back near its limit instead of after the client's own 400 ms.
+    let p = Pipeline::new().stage(
+        "client",
+        Fixed::new(2, |x: u64, cx: &Context| {
+            let timeout = cx.remaining().unwrap_or(Duration::from_millis(400));
+            std::thread::sleep(timeout.min(Duration::from_millis(400)));
+            Ok(x)
+        }),
+    );
+    let started = Instant::now();
+    let err = p
+        .job()
+        .timeout(Duration::from_millis(50))
+        .run(0..4u64, |_| Ok(()))
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), pipework::ErrorKind::Deadline { .. }),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+}
