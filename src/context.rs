@@ -199,8 +199,11 @@ pub struct Context<'r> {
     stage: &'r StageId,
     /// The worker's index within its stage, from 0.
     worker: usize,
-    /// The run's own token.
+    /// The token of the worker's stage (cancelled with the run, or when the stage must stop
+    /// early).
     token: &'r CancelToken,
+    /// The run's own token.
+    run: &'r CancelToken,
     /// When the run's time limit ends, if it has one.
     deadline: Option<Instant>,
 }
@@ -209,13 +212,14 @@ impl<'r> Context<'r> {
     pub(crate) fn new(
         stage: &'r StageId,
         worker: usize,
-        token: &'r CancelToken,
+        tokens: (&'r CancelToken, &'r CancelToken),
         deadline: Option<Instant>,
     ) -> Self {
         Context {
             stage,
             worker,
-            token,
+            token: tokens.0,
+            run: tokens.1,
             deadline,
         }
     }
@@ -253,6 +257,11 @@ impl<'r> Context<'r> {
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
+    /// The token the worker's stage stops on.
+    pub(crate) fn stage_token(&self) -> &'r CancelToken {
+        self.token
+    }
+
     /// The stage's position in the pipeline, from 0.
     pub fn stage_index(&self) -> usize {
         self.stage.index()
@@ -287,7 +296,7 @@ impl<'r> Context<'r> {
     /// The run's token: cancelled when the run aborts. Cancelling it aborts the run with
     /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled).
     pub fn cancel_token(&self) -> &CancelToken {
-        self.token
+        self.run
     }
 }
 

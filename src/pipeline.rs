@@ -66,6 +66,8 @@ pub(crate) struct StageMeta {
     pub(crate) name: Arc<str>,
     /// The runner's kind.
     pub(crate) kind: &'static str,
+    /// Whether the runner keeps input order.
+    keeps_order: bool,
     /// The stage's own input capacity, if set.
     pub(crate) capacity: Option<usize>,
     /// What `StageRunner::check` found wrong.
@@ -124,6 +126,7 @@ where
         self.metas.push(StageMeta {
             name: Arc::from(name.into()),
             kind: runner.kind(),
+            keeps_order: runner.keeps_order(),
             capacity: options.capacity,
             problem: runner.check().err(),
             routes: options.policy.routes(),
@@ -229,6 +232,12 @@ where
 
     /// What the engine needs to know of the stages for one run.
     fn run_config(&self, token: Option<CancelToken>, timeout: Option<Duration>) -> RunConfig {
+        // A failure takes effect at its position when every stage from it to the sink
+        // keeps order.
+        let mut ordered_tail = vec![true; self.metas.len() + 1];
+        for (index, meta) in self.metas.iter().enumerate().rev() {
+            ordered_tail[index] = meta.keeps_order && ordered_tail[index + 1];
+        }
         RunConfig {
             stages: self
                 .metas
@@ -239,6 +248,7 @@ where
                         StageId::new(index, meta.name.clone()),
                         meta.kind,
                         meta.capacity.unwrap_or(self.capacity),
+                        ordered_tail[index],
                     )
                 })
                 .collect(),

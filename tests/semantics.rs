@@ -228,7 +228,8 @@ fn an_ordered_pipeline_stopped_early_gives_an_exact_prefix() {
             })
             .unwrap();
         assert!(report.stopped_early);
-        assert_eq!(got, (0..5_000).collect::<Vec<_>>());
+        assert_eq!(got.len(), 5_000);
+        assert!(got.iter().copied().eq(0..5_000));
     }
 }
 
@@ -304,4 +305,189 @@ fn a_processor_blocked_in_a_foreign_call_can_bound_it_by_the_deadline() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A command-line tool's shape: parse lines in order, work on them in an ordered pool, write
+/// in order; line `bad` does not parse (or panics, with `panics`).
+fn tool(bad: u64, panics: bool) -> Pipeline<'static, String, u64> {
+    Pipeline::new()
+        .stage(
+            "parse",
+            Fifo::new(move |line: String, _: &Context| {
+                let n: u64 = line.parse()?;
+                if n == bad {
+                    if panics {
+                        panic!("injected: line {n}");
+                    }
+                    return Err(format!("line {n} is bad").into());
+                }
+                Ok(n)
+            }),
+        )
+        .stage(
+            "work",
+            pipework::Ordered::new(4, |n: u64, _: &Context| Ok(n * 2)),
+        )
+}
+
+fn lines(n: u64) -> impl Iterator<Item = String> + Send {
+    (1..=n).map(|i| i.to_string())
+}
+
+#[test]
+fn an_error_in_an_ordered_pipeline_takes_effect_at_its_position() {
+    let _dog = watchdog("ordered error prefix", 120);
+    common::quiet_injected_panics();
+    for panics in [false, true] {
+        let p = tool(100_001, panics);
+        for _ in 0..5 {
+            let mut written = 0u64;
+            let err = p
+                .run(lines(200_000), |n: u64| {
+                    assert_eq!(n, (written + 1) * 2, "out of order");
+                    written += 1;
+                    Ok(())
+                })
+                .unwrap_err();
+            assert_eq!(written, 100_000, "panics: {panics}: {err}");
+            assert_eq!(err.stage().map(|s| s.name()), Some("parse"), "{err}");
+            assert!(err.report().unwrap().totals().is_balanced());
+        }
+    }
+}
+
+#[test]
+fn an_error_at_the_first_or_the_last_item_gives_the_exact_prefix() {
+    let _dog = watchdog("prefix edges", 60);
+    for (bad, total) in [(1u64, 1_000u64), (1_000, 1_000), (2, 3)] {
+        let p = tool(bad, false);
+        let mut written = 0u64;
+        let err = p
+            .run(lines(total), |_| {
+                written += 1;
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(written, bad - 1, "bad line {bad} of {total}: {err}");
+    }
+}
+
+#[test]
+fn a_source_error_in_an_ordered_pipeline_lets_everything_read_before_it_through() {
+    let _dog = watchdog("source prefix", 60);
+    let p = Pipeline::new()
+        .stage("a", Fifo::new(|x: u64, _: &Context| Ok(x)))
+        .stage("b", pipework::Ordered::new(3, |x: u64, _: &Context| Ok(x)));
+    for _ in 0..10 {
+        let items = (0..50_000u64).map(|x| {
+            if x == 40_000 {
+                Err(std::io::Error::other("disk went away"))
+            } else {
+                Ok(x)
+            }
+        });
+        let mut got = Vec::new();
+        let err = p
+            .run(pipework::source::fallible(items), &mut got)
+            .unwrap_err();
+        assert!(
+            matches!(err.kind(), pipework::ErrorKind::Source { .. }),
+            "{err}"
+        );
+        assert_eq!(got.len(), 40_000);
+        assert!(got.iter().copied().eq(0..40_000));
+    }
+}
+
+#[test]
+fn a_later_stage_failing_on_an_earlier_item_wins() {
+    let _dog = watchdog("two ordered errors", 60);
+    // Stage "first" fails at item 900; stage "second" at item 100, which comes first.
+    let p = Pipeline::new()
+        .stage(
+            "first",
+            Fifo::new(|x: u64, _: &Context| if x == 900 { Err("first".into()) } else { Ok(x) }),
+        )
+        .stage(
+            "second",
+            pipework::Ordered::new(2, |x: u64, _: &Context| {
+                if x == 100 {
+                    Err("second".into())
+                } else {
+                    Ok(x)
+                }
+            }),
+        );
+    for _ in 0..10 {
+        let mut got = Vec::new();
+        let err = p.run(0..1_000u64, &mut got).unwrap_err();
+        assert_eq!(err.stage().map(|s| s.name()), Some("second"), "{err}");
+        assert_eq!(got.len(), 100);
+        assert!(got.iter().copied().eq(0..100));
+        let report = err.report().unwrap();
+        assert!(report.totals().is_balanced(), "{report}");
+    }
+}
+
+/// A small deterministic generator, so a failing topology can be replayed from its seed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn random_order_keeping_topologies_give_the_exact_prefix_before_a_failure() {
+    let _dog = watchdog("random ordered prefixes", 240);
+    common::quiet_injected_panics();
+    let mut rng = Lcg(0x5eed);
+    for case in 0..150 {
+        let stages = 1 + rng.below(4) as usize;
+        let failing_stage = rng.below(stages as u64) as usize;
+        let items = 1 + rng.below(3_000);
+        let bad = rng.below(items); // the item that fails
+        let panics = rng.below(2) == 0;
+        let max_chunk = [1usize, 7, 256][rng.below(3) as usize];
+        let mut p: Pipeline<'_, u64> = Pipeline::new().max_chunk(max_chunk);
+        let mut kinds = Vec::new();
+        for i in 0..stages {
+            let fails = i == failing_stage;
+            let step = move |x: u64, _: &Context| -> Result<u64, pipework::BoxError> {
+                if fails && x == bad {
+                    if panics {
+                        panic!("injected panic on {x}");
+                    }
+                    return Err(format!("fails on {x}").into());
+                }
+                Ok(x)
+            };
+            if rng.below(2) == 0 {
+                kinds.push("fifo".to_owned());
+                p = p.stage(format!("s{i}"), Fifo::new(step));
+            } else {
+                let (n, w) = (1 + rng.below(4) as usize, 1 + rng.below(3) as usize);
+                kinds.push(format!("ordered({n}, {w})"));
+                p = p.stage(format!("s{i}"), pipework::Ordered::new(n, step).window(w));
+            }
+        }
+        let mut got = Vec::new();
+        let err = p.run(0..items, &mut got).unwrap_err();
+        let what = format!(
+            "case {case}: {kinds:?}, stage {failing_stage} fails on {bad} of {items}, panics {panics}, max_chunk {max_chunk}: {err}"
+        );
+        assert_eq!(got.len() as u64, bad, "{what}");
+        assert!(got.iter().copied().eq(0..bad), "{what}");
+        assert_eq!(
+            err.stage().map(|s| s.index()),
+            Some(failing_stage),
+            "{what}"
+        );
+        assert!(err.report().unwrap().totals().is_balanced(), "{what}");
+    }
 }

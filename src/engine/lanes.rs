@@ -62,7 +62,7 @@ where
             .unzip();
         let input = self.input().clone();
         let stats = &self.stage.stats;
-        let token = &run.token;
+        let token = &self.stage.intake;
         self.spawn_helper("fanout", move || {
             while let Recv::Got(chunk) = input.recv(token, None) {
                 let n = chunk.len();
@@ -98,12 +98,11 @@ where
     where
         F: Fn(Worker<'scope, In, Out>) + Send + Sync + 'scope,
     {
-        let run = self.spawner.run();
         let index = self.stage.id.index();
         let f = Arc::new(f);
         let mut dealt = Vec::with_capacity(workers);
         let mut turns = Vec::with_capacity(workers);
-        for _ in 0..workers {
+        for lane in 0..workers {
             let input_shape = Arc::clone(self.input().shape());
             let (to_worker, from_dealer) = self.spawner.lane_in(index, 1, input_shape);
             let output_shape = Arc::clone(self.output.shape());
@@ -115,7 +114,7 @@ where
             let f = Arc::clone(&f);
             let started = self
                 .with_input(from_dealer)
-                .spawn_worker(Output::Turns(to_collector), move |w| f(w));
+                .spawn_worker(Output::Turns(to_collector, lane), move |w| f(w));
             if !started {
                 return false;
             }
@@ -128,7 +127,8 @@ where
 
         let input = self.input().clone();
         let stats = &self.stage.stats;
-        let token = &run.token;
+        let stage = self.stage;
+        let token = &stage.intake;
         let dealer = self.spawn_helper("deal", move || {
             for to_worker in dealt.iter().cycle() {
                 let Recv::Got(chunk) = input.recv(token, None) else {
@@ -146,10 +146,14 @@ where
 
         let mut out = Outbox::new(self.output.clone());
         let collector = self.spawn_helper("collect", move || {
+            // The collector goes on after the stage's intake stops: the turns before a
+            // failure that takes effect at its position still go out.
+            let token = &stage.token;
             // Forwarding costs next to nothing: let the consumer alone size the chunks.
             out.set_own_limit(usize::MAX);
             let mut custody = Custody::new(stats);
-            'turns: for from_worker in turns.iter().cycle() {
+            let mut taken = vec![0u64; turns.len()];
+            'turns: for (lane, from_worker) in turns.iter().enumerate().cycle() {
                 loop {
                     let got = match from_worker.try_recv() {
                         Recv::TimedOut => {
@@ -160,8 +164,18 @@ where
                         got => got,
                     };
                     match got {
-                        // An empty chunk ends the worker's turn.
-                        Recv::Got(outputs) if outputs.is_empty() => break,
+                        // An empty chunk ends the worker's turn; the failing one's is the
+                        // last.
+                        Recv::Got(outputs) if outputs.is_empty() => {
+                            taken[lane] += 1;
+                            if *stage.last_turn.lock() == Some((lane, taken[lane])) {
+                                // The failing turn: nothing after it goes out, and the
+                                // dealer and the other workers stop.
+                                stage.intake.cancel();
+                                break 'turns;
+                            }
+                            break;
+                        }
                         Recv::Got(outputs) => {
                             custody.take(outputs.len());
                             for item in outputs {

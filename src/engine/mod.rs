@@ -177,7 +177,7 @@ where
             lp.run(sink, progress.as_mut(), &mut taps, &mut reaper);
             // Everything reached the sink: the time limit no longer applies.
             done.cancel();
-            if !run.token.is_cancelled() || run.stopped() {
+            if !run.failed() && (!run.token.is_cancelled() || run.stopped()) {
                 lp.finish(sink);
             }
         }

@@ -19,7 +19,7 @@ where
     T: Send,
     S: Source<T>,
 {
-    let token = &run.token;
+    let token = &run.source_token;
     let shape = std::sync::Arc::clone(edge.shape());
     let mut out = Outbox::new(edge);
     let mut read = 0u64;
@@ -39,7 +39,12 @@ where
                 None => break,
                 Some(Ok(item)) => item,
                 Some(Err(error)) => {
-                    run.fail(ErrorKind::Source { error });
+                    // When every stage keeps order, what was read before goes on to the sink.
+                    if run.source_deferred {
+                        run.fail_at(ErrorKind::Source { error }, 0);
+                    } else {
+                        run.fail(ErrorKind::Source { error });
+                    }
                     break;
                 }
             };

@@ -102,6 +102,16 @@ pub trait StageRunner<In, Out>: Send + Sync {
         Ok(())
     }
 
+    /// Whether the stage's outputs leave in the order of its inputs (default `false`).
+    ///
+    /// When every stage from a failing one to the sink keeps order, the failure takes
+    /// effect at its item's position: the sink gets every output of the items before it,
+    /// then the run returns the error (see [`Pipeline::run`](crate::Pipeline::run)). Only
+    /// say `true` for a runner whose outputs truly keep input order.
+    fn keeps_order(&self) -> bool {
+        false
+    }
+
     /// Spawns the stage's threads.
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>);
 }
@@ -116,6 +126,10 @@ where
 
     fn check(&self) -> Result<(), String> {
         (**self).check()
+    }
+
+    fn keeps_order(&self) -> bool {
+        (**self).keeps_order()
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
@@ -164,7 +178,15 @@ impl<In> Lane<'_, In> {
     /// a broken runner contract otherwise.
     fn abandoned(&self) {
         // A panic is reported by the `catch_unwind` it unwinds to, and cancels the run.
-        if self.run.token.is_cancelled() || std::thread::panicking() {
+        // Ordering: Relaxed; set with the run's error, before the failing thread ends.
+        let halted = self.stage.halted.load(Ordering::Relaxed);
+        // The run's token first: a cancellation reaches the stage's own tokens a moment
+        // after it reaches the run's.
+        if self.run.token.is_cancelled()
+            || halted
+            || self.stage.intake.is_cancelled()
+            || std::thread::panicking()
+        {
             return;
         }
         // Ordering: Relaxed; set before the thread that drops a reference started.
@@ -279,9 +301,10 @@ where
         &self.stage.id
     }
 
-    /// Whether the run has been cancelled; no thread starts after that.
+    /// Whether the stage has been told to stop (the run was cancelled, or a failure
+    /// downstream ended its input early); no thread starts after that.
     pub fn is_cancelled(&self) -> bool {
-        self.spawner.run().token.is_cancelled()
+        self.stage.intake.is_cancelled()
     }
 
     /// Chunks waiting in the stage's input now, counting the items a busy worker gave back
@@ -324,17 +347,16 @@ where
         F: FnOnce(Worker<'scope, In, Out>) + Send + 'scope,
     {
         let index = self.stage.next_index();
-        let handle = self.clone();
         self.start_thread(
             &thread_name(self.stage.id.name(), index),
             index,
-            move || {
+            true,
+            move |handle| {
                 let input = Arc::clone(&handle.lane.0.input);
-                let worker = Worker::new(&handle, index, input, output);
+                let worker = Worker::new(handle, index, input, output);
                 // The worker lives inside the closure: if `f` panics, unwinding drops it, and
                 // its `Drop` accounts for every item it held.
                 f(worker);
-                drop(handle);
             },
         )
     }
@@ -348,30 +370,38 @@ where
     {
         let index = self.stage.next_index();
         let name = thread_name(&format!("{}-{role}", self.stage.id.name()), index);
-        let lane = self.lane.clone();
-        self.start_thread(&name, index, move || {
-            f();
-            drop(lane);
-        })
+        self.start_thread(&name, index, false, move |_| f())
     }
 
     /// Starts a thread running `body` under `catch_unwind`; a refusal by the OS fails the
-    /// run.
-    fn start_thread<F>(&self, name: &str, index: usize, body: F) -> bool
+    /// run. A panic in a `worker` of a stage whose failures take effect at their position
+    /// does so (the worker flushed what came before as it unwound).
+    ///
+    /// The thread holds a clone of this handle — a reference on the lane and a sender of
+    /// the stage's output — until after a panic has been recorded, so that the output does
+    /// not close before the run knows why.
+    fn start_thread<F>(&self, name: &str, index: usize, worker: bool, body: F) -> bool
     where
-        F: FnOnce() + Send + 'scope,
+        F: FnOnce(&Self) + Send + 'scope,
     {
         let run = self.spawner.run();
         let stage = self.stage;
+        let handle = self.clone();
         let spawned = self.spawner.spawn(name.to_owned(), move || {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(body)) {
-                run.fail(ErrorKind::Panic {
+            let handle = handle;
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| body(&handle))) {
+                let kind = ErrorKind::Panic {
                     site: Site::Stage {
                         stage: stage.id.clone(),
                         worker: index,
                     },
                     message: panic_message(&*payload),
-                });
+                };
+                if worker && stage.deferred {
+                    run.fail_at(kind, stage.id.index() + 1);
+                } else {
+                    run.fail(kind);
+                }
             }
         });
         match spawned {

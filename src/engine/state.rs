@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 
 use super::counters::{Counter, StageStats};
 use crate::context::{CancelToken, Cancelled};
-use crate::error::ErrorKind;
+use crate::error::{ErrorKind, Site};
 use crate::id::StageId;
 use crate::policy::Failure;
 use crate::report::{Report, SinkReport, SourceReport};
@@ -22,8 +22,14 @@ pub(crate) struct RunState {
     external: Option<CancelToken>,
     /// When the run must be over, if it has a time limit.
     pub(crate) deadline: Option<Instant>,
-    /// The first error; later ones only bump `suppressed`.
-    first: Mutex<Option<ErrorKind>>,
+    /// The first error, and its position when it takes effect at its position (see
+    /// `fail_at`); later ones only bump `suppressed`.
+    first: Mutex<Option<(ErrorKind, Option<usize>)>>,
+    /// The source's token: cancelled with the run, or when a failure downstream that takes
+    /// effect at its position ends the input.
+    pub(crate) source_token: CancelToken,
+    /// Whether a source error takes effect at its position (every stage keeps order).
+    pub(crate) source_deferred: bool,
     /// Errors after the first.
     suppressed: AtomicU64,
     /// Set when the sink stopped the run early.
@@ -59,16 +65,39 @@ pub(crate) struct StageState {
     pub(crate) stats: StageStats,
     /// The next thread index to hand out.
     next_index: AtomicUsize,
+    /// The stage's token: cancelled with the run, or when a failure further down that
+    /// takes effect at its position ends this stage's work. Outputs are sent with it.
+    pub(crate) token: CancelToken,
+    /// The token of the stage's readers (child of `token`): also cancelled when the stage
+    /// itself fails at a position, so that it reads nothing more while what it produced
+    /// before the failure still flows on.
+    pub(crate) intake: CancelToken,
+    /// Whether this stage and every stage after it keep input order, so that a failure here
+    /// takes effect at its item's position.
+    pub(crate) deferred: bool,
+    /// For an ordered pool: the last turn to collect, as (lane, turn number on that lane
+    /// from 1), once a worker failed at a position.
+    pub(crate) last_turn: Mutex<Option<(usize, u64)>>,
+    /// Set when the stage failed at a position: it stops reading its input on purpose.
+    pub(crate) halted: AtomicBool,
 }
 
 impl StageState {
-    pub(crate) fn new(id: StageId, kind: &'static str, capacity: usize) -> Self {
+    pub(crate) fn new(id: StageId, kind: &'static str, capacity: usize, deferred: bool) -> Self {
+        let token = CancelToken::new();
+        let intake = CancelToken::new();
+        token.attach(&intake);
         StageState {
             id,
             kind,
             capacity,
             stats: StageStats::default(),
             next_index: AtomicUsize::new(0),
+            token,
+            intake,
+            deferred,
+            last_turn: Mutex::new(None),
+            halted: AtomicBool::new(false),
         }
     }
 
@@ -92,8 +121,11 @@ impl RunState {
     /// A run about to start; returns it with the receiving end of the failure queue.
     pub(crate) fn new(config: RunConfig, started: Instant) -> (Self, EdgeRx<Failure>) {
         let (failures, failures_rx) = crate::transport::edge(config.default_capacity.max(16), 1);
+        let source_deferred = config.stages.first().is_none_or(|s| s.deferred);
         let run = RunState {
             token: CancelToken::new(),
+            source_token: CancelToken::new(),
+            source_deferred,
             external: config.external,
             deadline: config.timeout.and_then(|t| started.checked_add(t)),
             first: Mutex::new(None),
@@ -108,6 +140,10 @@ impl RunState {
             source: Mutex::new(SourceReport::default()),
             source_read: AtomicU64::new(0),
         };
+        run.token.attach(&run.source_token);
+        for stage in &run.stages {
+            run.token.attach(&stage.token);
+        }
         if let Some(external) = &run.external {
             external.attach(&run.token);
         }
@@ -115,20 +151,84 @@ impl RunState {
     }
 
     /// Records `kind` as the run's error if it is the first, and cancels the run.
+    ///
+    /// An error waiting to take effect at its position (`fail_at`) gives way to one from
+    /// further down the pipeline: that one concerns an earlier item.
     pub(crate) fn fail(&self, kind: ErrorKind) {
         let kind = self.blame_external(kind);
-        {
-            let mut first = self.first.lock();
-            if first.is_none() {
-                *first = Some(kind);
-            } else {
-                // Ordering: Relaxed; read after the join.
-                self.suppressed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let position = self.position(&kind);
+        self.record(kind, position, None);
         // The error is stored before the cancellation is visible, so whoever observes the
         // cancellation and then looks for the cause finds it.
         self.token.cancel();
+    }
+
+    /// Records `kind`, raised at `position` (0: the source, `i + 1`: stage `i`), as an
+    /// error that takes effect at its item's position: everything upstream stops, the
+    /// stage at `position` reads nothing more, and what it produced before the failure
+    /// flows on to the sink. Used when every stage from `position` on keeps order.
+    pub(crate) fn fail_at(&self, kind: ErrorKind, position: usize) {
+        let kind = self.blame_external(kind);
+        self.record(kind, Some(position), Some(position));
+        // The failing part stops itself, after handing on what came before: the source by
+        // returning, a worker by flushing and returning (an ordered pool's collector stops
+        // its intake once it has the failing turn). Everything upstream stops now.
+        if position > 0 {
+            self.source_token.cancel();
+        }
+        for stage in self.stages.iter().take(position) {
+            if stage.id.index() + 1 < position {
+                stage.token.cancel();
+            } else {
+                // Ordering: Relaxed; read by the lane check, which also sees the error.
+                stage.halted.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Where in the pipeline `kind` was raised, for the errors that have a position.
+    fn position(&self, kind: &ErrorKind) -> Option<usize> {
+        match kind {
+            ErrorKind::Source { .. }
+            | ErrorKind::Panic {
+                site: Site::Source, ..
+            } => Some(0),
+            ErrorKind::Stage { stage, .. }
+            | ErrorKind::Panic {
+                site: Site::Stage { stage, .. },
+                ..
+            } => Some(stage.index() + 1),
+            ErrorKind::Sink { .. }
+            | ErrorKind::Panic {
+                site: Site::Sink, ..
+            } => Some(self.stages.len() + 1),
+            _ => None,
+        }
+    }
+
+    /// Keeps `kind` as the first error unless one is already kept; a kept error waiting at
+    /// its position gives way to one raised further down (`position`). `pending`: the new
+    /// one waits at its position too.
+    fn record(&self, kind: ErrorKind, position: Option<usize>, pending: Option<usize>) {
+        let mut first = self.first.lock();
+        let replace = match &*first {
+            None => true,
+            Some((_, Some(waiting))) => position.is_some_and(|p| p > *waiting),
+            Some((_, None)) => false,
+        };
+        if replace {
+            if first.is_some() {
+                self.suppress();
+            }
+            *first = Some((kind, pending));
+        } else {
+            self.suppress();
+        }
+    }
+
+    /// Whether the run has an error (returned or waiting to take effect).
+    pub(crate) fn failed(&self) -> bool {
+        self.first.lock().is_some()
     }
 
     /// Ends the run early without an error (the sink said [`Stop`](crate::Stop)), unless
@@ -171,7 +271,7 @@ impl RunState {
 
     /// The first error, once every thread has been joined.
     pub(crate) fn take_error(&self) -> Option<ErrorKind> {
-        self.first.lock().take()
+        self.first.lock().take().map(|(kind, _)| kind)
     }
 
     /// Sends a failure to the calling thread's handler. Never loses it: if the run is

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use super::counters::{Counter, Counts};
 use super::stage::StageHandle;
 use super::state::{RunState, StageState};
-use crate::context::{Cancelled, Context};
+use crate::context::{CancelToken, Cancelled, Context};
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
 use crate::policy::{Erase, Failure, Policy, Transient, unwrap_transient};
 use crate::processor::{Emitter, Processor};
@@ -22,7 +22,7 @@ pub(crate) enum Output<Out> {
     Shared,
     /// A lane of its own, one *turn* per input chunk: the outputs of each chunk, then an
     /// empty chunk (see `lanes`).
-    Turns(EdgeTx<Out>),
+    Turns(EdgeTx<Out>, usize),
 }
 
 /// What [`Worker::next_within`] found.
@@ -61,8 +61,11 @@ pub struct Worker<'scope, In: 'scope, Out: 'scope> {
     inbox: Inbox<In>,
     /// The output buffer.
     outbox: Outbox<Out>,
-    /// Whether outputs go in turns, one per input chunk.
-    turns: bool,
+    /// Whether outputs go in turns, one per input chunk, and on which of the stage's lanes.
+    turns: Option<usize>,
+    /// The token outputs are sent with: the stage's, or for turns its intake's (the
+    /// collector stops taking turns when the stage fails at a position).
+    out_token: &'scope CancelToken,
     /// Whether a chunk was taken whose turn has not ended yet.
     turn_open: bool,
     /// Cost measurement and chunk sizing.
@@ -106,13 +109,18 @@ where
         let shape = Arc::clone(handle.input().shape());
         let pacer = Pacer::new(shape.advice());
         let (edge, turns) = match output {
-            Output::Shared => (handle.output.clone(), false),
-            Output::Turns(lane) => (lane, true),
+            Output::Shared => (handle.output.clone(), None),
+            Output::Turns(edge, lane) => (edge, Some(lane)),
         };
         let mut outbox = Outbox::new(edge);
         outbox.set_own_limit(pacer.limit());
         Worker {
-            cx: Context::new(&stage.id, index, &run.token, run.deadline),
+            cx: Context::new(&stage.id, index, (&stage.intake, &run.token), run.deadline),
+            out_token: if turns.is_some() {
+                &stage.intake
+            } else {
+                &stage.token
+            },
             run,
             stage,
             policy: handle.policy,
@@ -209,18 +217,17 @@ where
         self.local[Counter::BusyNs] += busy;
         let outputs = self.emitted - self.emitted_at_chunk;
         self.outbox.measure(busy, outputs);
-        let token = &self.run.token;
         if self.turn_open {
             self.turn_open = false;
-            self.outbox.end_turn(token);
+            self.outbox.end_turn(self.out_token);
         }
         let mut got = self.inbox.try_take();
         if let Recv::TimedOut = got {
             // Nothing ready: send what we hold before blocking, so a trickle is not delayed.
-            self.outbox.flush(token);
+            self.outbox.flush(self.out_token);
             self.sync_stats();
             let waiting = Instant::now();
-            got = self.inbox.take(token, deadline);
+            got = self.inbox.take(self.cx.stage_token(), deadline);
             self.local[Counter::WaitNs] += nanos(waiting.elapsed());
         }
         match got {
@@ -231,7 +238,7 @@ where
                 }
                 self.taken += n as u64;
                 self.chunks += 1;
-                self.turn_open = self.turns;
+                self.turn_open = self.turns.is_some();
                 self.emitted_at_chunk = self.emitted;
                 self.pacer
                     .begin(Instant::now(), n, self.outbox.blocked_ns());
@@ -312,7 +319,7 @@ where
             self.in_flight = items;
             let kept = how.keep.map(|keep| keep(&unit));
             let before = self.emitted;
-            let mut out = Emitter::new(&mut self.outbox, &self.run.token, &mut self.emitted);
+            let mut out = Emitter::new(&mut self.outbox, self.out_token, &mut self.emitted);
             let result = processor.process(unit, &self.cx, &mut out);
             self.in_flight = 0;
             let emitted = self.emitted - before;
@@ -330,9 +337,11 @@ where
                 }
                 Err(e) => e,
             };
-            if self.cx.is_cancelled() {
-                if error.is::<Cancelled>() {
-                    // The cancellation itself, reaching the processor.
+            // The run's token too: its cancellation reaches the stage's a moment later.
+            if self.cx.is_cancelled() || self.run.token.is_cancelled() {
+                if error.is::<Cancelled>() || how.erase.is_some() {
+                    // The cancellation itself, reaching the processor; or a failure a
+                    // routing stage would have handed on, in a run that is over.
                     self.settle(Counter::Cancelled, items);
                 } else {
                     // A failure of its own, after another ended the run: counted, not
@@ -366,7 +375,16 @@ where
                 !self.cx.is_cancelled()
             }
             _ => {
-                self.fail(error);
+                let kind = ErrorKind::Stage {
+                    stage: self.stage.id.clone(),
+                    error,
+                };
+                if self.stage.deferred {
+                    self.hand_on_before_failing();
+                    self.run.fail_at(kind, self.stage.id.index() + 1);
+                } else {
+                    self.run.fail(kind);
+                }
                 false
             }
         }
@@ -382,6 +400,22 @@ where
 }
 
 impl<In, Out> Worker<'_, In, Out> {
+    /// Before a failure that takes effect at its position: sends on every output of the
+    /// items before the failing one, ends the turn, and marks it as the last one the
+    /// collector takes.
+    fn hand_on_before_failing(&mut self) {
+        if let Some(lane) = self.turns {
+            // This worker's turns are its chunks: the current one is its last.
+            *self.stage.last_turn.lock() = Some((lane, self.chunks));
+        }
+        if self.turn_open {
+            self.turn_open = false;
+            self.outbox.end_turn(self.out_token);
+        } else {
+            self.outbox.flush(self.out_token);
+        }
+    }
+
     /// Gives `items` input items the outcome `counter`.
     fn settle(&mut self, counter: Counter, items: u64) {
         self.local[counter] += items;
@@ -423,9 +457,13 @@ impl<In, Out> Worker<'_, In, Out> {
 impl<In, Out> Drop for Worker<'_, In, Out> {
     fn drop(&mut self) {
         if self.in_flight > 0 {
-            // Dropped while a processor held a unit: the processor panicked.
+            // Dropped while a processor held a unit: the processor panicked. In a stage
+            // whose failures take effect at their position, what came before goes on.
             let items = std::mem::take(&mut self.in_flight);
             self.settle_failed(items);
+            if self.stage.deferred && !self.cx.is_cancelled() {
+                self.hand_on_before_failing();
+            }
         }
         self.local[Counter::BusyNs] +=
             self.pacer
@@ -444,7 +482,7 @@ impl<In, Out> Drop for Worker<'_, In, Out> {
             },
             dropped,
         );
-        let token = &self.run.token;
+        let token = self.out_token;
         let panic = if cancelled {
             self.outbox.discard()
         } else {

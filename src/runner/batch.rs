@@ -100,6 +100,10 @@ where
         "batch"
     }
 
+    fn keeps_order(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         if self.size == 0 {
             return Err("a batch needs a size of at least one item".into());

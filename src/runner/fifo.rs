@@ -78,6 +78,10 @@ where
         "fifo"
     }
 
+    fn keeps_order(&self) -> bool {
+        true
+    }
+
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
         stage.spawn(move |w| run_with(&self.factory, w));
     }

@@ -103,6 +103,10 @@ where
         "ordered"
     }
 
+    fn keeps_order(&self) -> bool {
+        true
+    }
+
     fn check(&self) -> Result<(), String> {
         check_workers("an ordered pool", self.workers)?;
         // Each worker's queue allocates its `window` slots up front.
