@@ -192,6 +192,16 @@ where
     /// Except for configuration errors, the error carries the aborted run's [`Report`]. An
     /// aborted run never returns `Ok`, even if the sink received some outputs.
     ///
+    /// **Deterministic prefix.** When every stage from the failing one to the sink keeps
+    /// input order ([`Fifo`](crate::Fifo), [`Ordered`](crate::Ordered),
+    /// [`Batch`](crate::Batch)), a processor error or panic takes effect at its item's
+    /// position: the sink receives the outputs of every item before the failing one, and
+    /// nothing after it, then `run` returns the error — as a sequential loop would. A source
+    /// error likewise lets everything read before it reach the sink. Upstream stops at once;
+    /// pipelines with an unordered stage after the failure are cancelled promptly instead.
+    ///
+    /// A sink may end the run early and cleanly by returning [`Stop`](crate::Stop).
+    ///
     /// # Panics
     ///
     /// Never because of user code: a panic in a processor, an init closure, the source, the

@@ -29,14 +29,24 @@
 //!   runner's `start` until it returns. An edge therefore closes exactly when everything
 //!   upstream of it is done, and the sink loop ends when the last edge closes — or at
 //!   cancellation. Lanes private to a stage follow the same rule inside the stage.
-//! - **What wakes a blocked thread.** Every blocking operation selects on the run's cancel
-//!   token too (see `transport`). The calling thread selects on the last edge, the failure
+//! - **What wakes a blocked thread.** Every blocking operation selects on a cancel token
+//!   too (see `transport`): the source's, or its stage's (`token` for sends, `intake` for
+//!   reads), each a child of the run's token, so cancelling the run wakes everything. The calling thread selects on the last edge, the failure
 //!   queue and the token. No thread starts once the run is cancelled.
 //! - **Where panics are caught.** Every thread body runs under `catch_unwind` (`stage` and
 //!   `source`), and so do the runner's `start`, the sink, the failure handler and the
 //!   progress callback on the calling thread, and the `Drop` of every user value the engine
 //!   drops (the source, the sink, the handlers, items: `transport::dispose`). A caught
 //!   panic becomes the run's error and cancels the run.
+//! - **Failures at their position.** When every stage from a failing one to the sink keeps
+//!   order, the failure is recorded with its position (`RunState::fail_at`) instead of
+//!   cancelling the run: the failing worker (or the source) hands on what it produced
+//!   before, the stages upstream are cancelled through their tokens, an ordered pool's
+//!   collector stops after the failing turn, and the rest drains to the sink. An error
+//!   raised further down replaces a waiting one (it concerns an earlier item).
+//! - **Work given back.** A pool worker holding items while a sibling waits gives them
+//!   back through its input's spill lane (`transport::inbox`); a consumer does not leave a
+//!   closed input while a sibling still holds items, and the spill lane is tapped.
 //! - **The runner contract.** A stage whose readers are all gone while its input goes on
 //!   fails the run instead of hanging it (see `stage`).
 //! - **Joining.** Every thread's `ScopedJoinHandle` is sent to the calling thread, which
