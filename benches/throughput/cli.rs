@@ -4,6 +4,10 @@
 /// number of items.
 pub const W7_CHILD: &str = "--w7-child";
 
+/// The hidden argument that turns this binary into a W4 child process: one run of the
+/// batch-update demo, measured from inside.
+pub const W4_CHILD: &str = "--w4-child";
+
 /// What the arguments ask for.
 pub enum Command {
     /// The workloads, at the sizes of `Mode`.
@@ -12,6 +16,8 @@ pub enum Command {
     Scaling,
     /// `--w7-child ITEMS`: one W7 run, in a process of its own.
     W7Child(u64),
+    /// `--w4-child`: one run of the batch-update demo, in a process of its own.
+    W4Child,
 }
 
 /// Reads the arguments; the error is a usage line. `cargo bench` adds `--bench`, so
@@ -25,7 +31,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             .ok_or_else(|| format!("usage: {W7_CHILD} ITEMS"));
     }
     let flag = |name: &str| args.iter().any(|a| a == name);
-    Ok(if flag("--scaling") {
+    Ok(if flag(W4_CHILD) {
+        Command::W4Child
+    } else if flag("--scaling") {
         Command::Scaling
     } else if flag("--quick") {
         Command::Bench(Mode::quick())
@@ -37,11 +45,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 /// Sizes and round counts of one mode.
 pub struct Mode {
     pub quick: bool,
-    /// Rounds per figure (W4 excepted).
+    /// Timed rounds per figure (W4 excepted), after one warm-up round.
     pub rounds: usize,
-    /// Rounds of W4, whose single run takes 2 s.
+    /// Rounds of W4, whose single run takes 2 s: in-process runs, and child processes of
+    /// the batch-update demo.
     pub w4_rounds: usize,
-    /// Items of W1 and W2 (pipework, the sequential loop and the chunk chain).
+    /// Items of W1 and W2 (pipework, the sequential loop and the chunk chains).
     pub w1_items: u64,
     /// Items of the per-item chain in W1 and W2: it is too slow for the full count, so it
     /// runs on fewer and its rate is compared.
@@ -50,11 +59,15 @@ pub struct Mode {
     pub w3_items: u64,
     /// Items of W5.
     pub w5_items: u64,
-    /// Items of W6, one per millisecond.
+    /// Items of W6, one per millisecond, per round.
     pub w6_items: u32,
     /// Items of W7's large and small runs.
     pub w7_large: u64,
     pub w7_small: u64,
+    /// Cancelled runs of W10 at each cancellation time.
+    pub w10_repeats: usize,
+    /// Timed runs of each W11 case, each paired with a run of the hand-written chain.
+    pub w11_repeats: usize,
 }
 
 impl Mode {
@@ -67,9 +80,12 @@ impl Mode {
             item_chain_items: 1_000_000,
             w3_items: 200_000,
             w5_items: 640,
-            w6_items: 2_000,
+            // Every round's p99 comes from at least 3,000 samples.
+            w6_items: 3_000,
             w7_large: 10_000_000,
             w7_small: 100_000,
+            w10_repeats: 10,
+            w11_repeats: 200,
         }
     }
 
@@ -87,6 +103,8 @@ impl Mode {
             w6_items: 300,
             w7_large: 1_000_000,
             w7_small: 10_000,
+            w10_repeats: 3,
+            w11_repeats: 40,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The CPU-bound unit of work of W3, W8 and `--scaling`, calibrated to a duration.
+//! The CPU-bound unit of work of W3, W8, W9 and `--scaling`, calibrated to a duration.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

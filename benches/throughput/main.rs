@@ -1,14 +1,16 @@
 //! Throughput, latency and memory of pipework against baselines measured in the same run.
 //!
 //! ```text
-//! cargo bench --bench throughput              # full sizes, 5 rounds per figure
-//! cargo bench --bench throughput -- --quick   # scaled down, a CI smoke test (< 60 s)
+//! cargo bench --bench throughput              # full sizes, 5 rounds per figure (~130 s)
+//! cargo bench --bench throughput -- --quick   # scaled down, a CI smoke test (~21 s on 2 cores)
 //! cargo bench --bench throughput -- --scaling # W3's work on 1..cores workers
 //! ```
 //!
-//! Eight workloads, W1–W8 (see each module in `workloads/`). Every figure is the median of
-//! several rounds, and the variants of a comparison run interleaved, round by round, so that a
-//! change in the machine's load (this may share two cores with a build) hits all of them alike.
+//! Eleven workloads, W1–W11 (see each module in `workloads/`). Every figure is the median of
+//! several rounds after a warm-up round, and the variants of a comparison run interleaved,
+//! round by round, so that a change in the machine's load (this may share two cores with a
+//! build) hits all of them alike; a comparison is the median of the ratios taken within each
+//! round, and the summary gives its interquartile range.
 //!
 //! Besides the human tables, every figure is printed as one line `bench <workload> <metric>
 //! <value>` for scripts. A summary at the end compares the figures with their targets; a
@@ -17,20 +19,25 @@
 //! The modules:
 //! - `cli`: the arguments and the sizes of each mode;
 //! - `report`: the machine header, the `bench …` lines, result checks and the summary;
-//! - `stats`: medians and percentiles;
-//! - `harness`: timed, interleaved comparisons of variants and their table;
+//! - `stats`: medians, quartiles and percentiles;
+//! - `harness`: timed, interleaved comparisons of variants (wall and CPU time) and their
+//!   table;
+//! - `procfs`: CPU time, peak RSS, threads and the CPU model, read from `/proc`;
+//! - `child`: measurements in a child process (W4's footprint, W7);
 //! - `pipelines`: the pipework stages and runs the workloads share;
-//! - `cpu_work`: the calibrated CPU-bound unit of work of W3, W8 and `--scaling`;
+//! - `cpu_work`: the calibrated CPU-bound unit of work of W3, W8, W9 and `--scaling`;
 //! - `baselines`: the contenders that are not pipework (loops, crossbeam chains, rayon,
 //!   pariter);
-//! - `workloads`: W1–W8, one file each;
+//! - `workloads`: W1–W11, one file each (W4 has two: its run and its footprint);
 //! - `scaling`: the `--scaling` table.
 
 mod baselines;
+mod child;
 mod cli;
 mod cpu_work;
 mod harness;
 mod pipelines;
+mod procfs;
 mod report;
 mod scaling;
 mod stats;
@@ -41,13 +48,14 @@ use std::time::Instant;
 
 use cli::{Command, Mode};
 use report::Out;
-use workloads::w7_memory;
+use workloads::{w4_footprint, w7_memory};
 
 fn main() -> ExitCode {
     // `cargo bench` adds `--bench` to the arguments; anything not ours is ignored.
     let args: Vec<String> = std::env::args().collect();
     match cli::parse(&args) {
         Ok(Command::W7Child(items)) => w7_memory::child(items),
+        Ok(Command::W4Child) => w4_footprint::child(),
         Ok(Command::Scaling) => scaling::run(),
         Ok(Command::Bench(mode)) => bench(&mode),
         Err(usage) => {
@@ -57,24 +65,47 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs every workload, prints the summary, and fails if a result check failed.
+/// A workload's entry point.
+type Workload = fn(&Mode, &mut Out);
+
+/// Every workload, in the order they run, with its label in the timing line.
+const WORKLOADS: [(&str, Workload); 12] = [
+    ("W1", workloads::w1_trivial::run),
+    ("W2", workloads::w2_pools::run),
+    ("W3", workloads::w3_cpu_bound::run),
+    ("W8", workloads::w8_ordered::run),
+    ("W9", workloads::w9_cost_shift::run),
+    ("W4", workloads::w4_article::run),
+    ("W4 footprint", w4_footprint::run),
+    ("W10", workloads::w10_cancel::run),
+    ("W5", workloads::w5_fast_into_slow::run),
+    ("W6", workloads::w6_trickle::run),
+    ("W7", w7_memory::run),
+    ("W11", workloads::w11_small_runs::run),
+];
+
+/// Runs every workload, prints the summary and what each workload took, and fails if a
+/// result check failed.
 fn bench(mode: &Mode) -> ExitCode {
     report::print_machine(mode);
     let mut out = Out::default();
     let started = Instant::now();
-    workloads::w1_trivial::run(mode, &mut out);
-    workloads::w2_pools::run(mode, &mut out);
-    workloads::w3_cpu_bound::run(mode, &mut out);
-    workloads::w8_ordered::run(mode, &mut out);
-    workloads::w4_article::run(mode, &mut out);
-    workloads::w5_fast_into_slow::run(mode, &mut out);
-    workloads::w6_trickle::run(mode, &mut out);
-    w7_memory::run(mode, &mut out);
+    let mut took = Vec::with_capacity(WORKLOADS.len());
+    for (name, run) in WORKLOADS {
+        let workload_started = Instant::now();
+        run(mode, &mut out);
+        took.push(format!(
+            "{name} {:.1}",
+            workload_started.elapsed().as_secs_f64()
+        ));
+    }
     out.print_summary();
     println!(
-        "\ntotal bench time {:.1} s",
-        started.elapsed().as_secs_f64()
+        "
+seconds per workload: {}",
+        took.join(", ")
     );
+    println!("total bench time {:.1} s", started.elapsed().as_secs_f64());
 
     if out.failed_checks() > 0 {
         println!("{} RESULT CHECK(S) FAILED", out.failed_checks());

@@ -38,17 +38,17 @@ pub fn run(mode: &Mode, out: &mut Out) {
             Variant::new("pariter", n, expect, || pariter_work(n, rounds).sum()),
         ],
     );
-    out.headline(
+    out.headline_median(
         "W3",
         "vs_sequential",
-        pw.rate() / seq.rate(),
+        pw.rate_ratios(&seq),
         Target::AtLeast(1.8),
     );
-    out.headline(
+    out.headline_median(
         "W3",
         "vs_rayon",
-        pw.rate() / rayon.rate(),
+        pw.rate_ratios(&rayon),
         Target::AtLeast(0.95),
     );
-    out.headline("W3", "vs_pariter", pw.rate() / pariter.rate(), Target::None);
+    out.headline_median("W3", "vs_pariter", pw.rate_ratios(&pariter), Target::None);
 }

@@ -42,16 +42,16 @@ pub fn run(mode: &Mode, out: &mut Out) {
             }),
         ],
     );
-    out.headline(
+    out.headline_median(
         "W8",
         "vs_fixed_pool",
-        pw.rate() / pool.rate(),
+        pw.rate_ratios(&pool),
         Target::AtLeast(0.9),
     );
-    out.headline(
+    out.headline_median(
         "W8",
         "vs_pariter",
-        pw.rate() / pariter.rate(),
+        pw.rate_ratios(&pariter),
         Target::AtLeast(1.0),
     );
 }
