@@ -43,12 +43,7 @@ fn slow_step(x: u64, cx: &Context, arrived: &AtomicUsize, met: &AtomicUsize) -> 
     x
 }
 
-// Known gap: items are given back at item boundaries, when a sibling is idle. A worker that
-// started a slow item while every sibling was busy keeps the rest of its chunk until the item
-// returns; when the slow items wait for each other (this rendezvous), one of them can wait
-// out its 5 s. Closing it needs siblings to steal from a worker blocked inside an item.
 #[test]
-#[ignore = "known gap: no stealing from a worker blocked inside an item"]
 fn a_fixed_pool_keeps_every_worker_busy_when_item_cost_shifts() {
     let _dog = watchdog("cost shift fixed", 120);
     for _ in 0..5 {
@@ -62,7 +57,6 @@ fn a_fixed_pool_keeps_every_worker_busy_when_item_cost_shifts() {
 }
 
 #[test]
-#[ignore = "known gap: no stealing from a worker blocked inside an item"]
 fn a_dynamic_pool_keeps_every_worker_busy_when_item_cost_shifts() {
     let _dog = watchdog("cost shift dynamic", 120);
     for _ in 0..5 {

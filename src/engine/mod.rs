@@ -44,9 +44,10 @@
 //!   before, the stages upstream are cancelled through their tokens, an ordered pool's
 //!   collector stops after the failing turn, and the rest drains to the sink. An error
 //!   raised further down replaces a waiting one (it concerns an earlier item).
-//! - **Work given back.** A pool worker holding items while a sibling waits gives them
-//!   back through its input's spill lane (`transport::inbox`); a consumer does not leave a
-//!   closed input while a sibling still holds items, and the spill lane is tapped.
+//! - **Stealing.** A worker of a pool keeps the rest of its chunk in a stash its siblings
+//!   steal from when idle (`transport::inbox`); items move between workers, never out of
+//!   the stage, and a worker counts an item when it is handed out to it. A consumer does
+//!   not leave a closed input while a sibling still holds items.
 //! - **The runner contract.** A stage whose readers are all gone while its input goes on
 //!   fails the run instead of hanging it (see `stage`).
 //! - **Joining.** Every thread's `ScopedJoinHandle` is sent to the calling thread, which
@@ -176,7 +177,7 @@ where
         let shape = std::sync::Arc::clone(last.shape());
         let mut lp = SinkLoop {
             run,
-            inbox: Inbox::new(SharedInput::new(last, 1), shape),
+            inbox: Inbox::new(SharedInput::new(last), shape),
             pacer: Pacer::new(1),
             report: SinkReport::default(),
             failures,

@@ -191,10 +191,6 @@ impl<In> Lane<'_, In> {
         }
         // Ordering: Relaxed; set before the thread that drops a reference started.
         let had_threads = self.threads.load(Ordering::Relaxed);
-        if let Recv::Got(chunk) = self.input.spill().try_recv() {
-            let (n, _) = dispose(chunk.into_iter());
-            self.stage.stats.add(Counter::Cancelled, n);
-        }
         let left = match self.input.edge().try_recv() {
             // Whether an input ends before a runner that starts no thread gives up is a
             // race: such a runner is at fault whatever the input.
@@ -264,11 +260,7 @@ where
         input: EdgeRx<In>,
         output: EdgeTx<Out>,
     ) -> Self {
-        // Items given back through the spill lane may be left there when a run is
-        // cancelled: tap it like the stage's input.
-        let spill = spawner.run().max_chunk.clamp(16, 1024);
-        let input = SharedInput::new(input, spill);
-        spawner.tap(stage.id.index(), input.spill());
+        let input = SharedInput::new(input);
         let lane = LaneRef(Arc::new(Lane {
             run: spawner.run(),
             stage,
@@ -307,11 +299,11 @@ where
         self.stage.intake.is_cancelled()
     }
 
-    /// Chunks waiting in the stage's input now, counting the items a busy worker gave back
-    /// (one chunk each) and, as one chunk each, the rest of the chunks busy workers hold.
+    /// Chunks waiting in the stage's input now, counting as one chunk each the rest of the
+    /// chunks busy workers hold (which an idle worker would steal from).
     pub fn queued(&self) -> usize {
         let input = &self.lane.0.input;
-        input.edge().len() + input.spill().len() + input.holders()
+        input.edge().len() + input.holders()
     }
 
     /// Whether the stage's output queue is full now (the next stage is the bottleneck).

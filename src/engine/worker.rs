@@ -84,9 +84,9 @@ pub struct Worker<'scope, In: 'scope, Out: 'scope> {
     /// Items a processor holds (a batch counts its items): if the worker is dropped while
     /// it holds some, the processor (or a clone of the input) panicked: the unit failed.
     in_flight: u64,
-    /// Items taken from the input, in all.
+    /// Items handed out to the runner, in all.
     taken: u64,
-    /// Items given an outcome (including those still in the current chunk at the end).
+    /// Of those, the items given an outcome.
     settled: u64,
     /// Chunks taken.
     chunks: u64,
@@ -199,12 +199,10 @@ where
         if self.cx.is_cancelled() {
             return None;
         }
+        // Counted as it is handed out: items siblings steal from this worker's stash are
+        // theirs to count (see `transport::inbox`).
         let item = self.inbox.next_buffered()?;
-        // A sibling waits while this worker holds items: the next ones may be slow (the
-        // cost shifted), so they go to whoever is free (see `transport::inbox`).
-        if self.inbox.should_give_back() {
-            self.taken -= self.inbox.give_back() as u64;
-        }
+        self.taken += 1;
         Some(item)
     }
 
@@ -236,7 +234,6 @@ where
                 if let Took::Input(n) = took {
                     self.local[Counter::Received] += n as u64;
                 }
-                self.taken += n as u64;
                 self.chunks += 1;
                 self.turn_open = self.turns.is_some();
                 self.emitted_at_chunk = self.emitted;
@@ -468,8 +465,9 @@ impl<In, Out> Drop for Worker<'_, In, Out> {
         self.local[Counter::BusyNs] +=
             self.pacer
                 .finish(Instant::now(), self.outbox.blocked_ns(), self.inbox.shape());
+        // Items never handed out: cancelled.
         let (left, panic) = self.inbox.discard();
-        self.settle(Counter::Cancelled, left);
+        self.local[Counter::Cancelled] += left;
         self.report_drop_panic(panic);
         // Items handed out that the runner neither processed nor failed.
         let dropped = self.taken.saturating_sub(self.settled);

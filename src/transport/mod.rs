@@ -107,15 +107,6 @@ impl<T> EdgeTx<T> {
         send_or_cancel(&self.tx, chunk, token)
     }
 
-    /// Sends `chunk` if there is room now.
-    ///
-    /// # Errors
-    ///
-    /// Gives the chunk back when the edge is full or every receiver is gone.
-    pub(crate) fn try_send(&self, chunk: Vec<T>) -> Result<(), Vec<T>> {
-        self.tx.try_send(chunk).map_err(TrySendError::into_inner)
-    }
-
     /// Whether the edge is full now.
     pub(crate) fn is_full(&self) -> bool {
         self.tx.is_full()
