@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::{Cloned, Factory, Init, check_workers};
-use crate::context::Context;
+use crate::context::{CancelToken, Context};
 use crate::engine::{Next, StageHandle, StageRunner, Worker};
 use crate::error::BoxError;
 
@@ -117,6 +117,7 @@ where
         let pool = Arc::new(Pool {
             config: self,
             places: AtomicUsize::new(0),
+            done: CancelToken::new(),
             active: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
         });
@@ -142,6 +143,9 @@ struct Pool<'scope, M> {
     config: &'scope Dynamic<M>,
     /// Places taken out of `config.max`.
     places: AtomicUsize,
+    /// Cancelled when the last worker has ended, so that the watcher ends at once rather
+    /// than at its next look (a small run would otherwise wait for it).
+    done: CancelToken,
     /// Workers that have not retired.
     active: AtomicUsize,
     /// Workers waiting for input now.
@@ -153,7 +157,9 @@ struct Place<'p, 'scope, M>(&'p Pool<'scope, M>);
 
 impl<M> Drop for Place<'_, '_, M> {
     fn drop(&mut self) {
-        self.0.places.fetch_sub(1, Ordering::AcqRel);
+        if self.0.places.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.cancel();
+        }
     }
 }
 
@@ -213,7 +219,9 @@ impl<'scope, M> Pool<'scope, M> {
         M: Factory<In, Out>,
     {
         while self.places.load(Ordering::Acquire) > 0 {
-            std::thread::sleep(WATCH_EVERY);
+            if self.done.sleep(WATCH_EVERY).is_err() {
+                return;
+            }
             if stage.is_cancelled() {
                 return;
             }
