@@ -185,6 +185,19 @@ pub(crate) fn dispose<I: ExactSizeIterator>(items: I) -> (u64, Option<Payload>) 
 ///
 /// Gives the value back when the run was cancelled first or the channel is disconnected.
 fn send_or_cancel<M>(tx: &Sender<M>, value: M, token: &CancelToken) -> Result<(), M> {
+    let mut value = value;
+    let mut backoff = Backoff::default();
+    loop {
+        match tx.try_send(value) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(v)) => return Err(v),
+            Err(TrySendError::Full(v)) if backoff.snooze() && !token.is_cancelled() => value = v,
+            Err(TrySendError::Full(v)) => {
+                value = v;
+                break;
+            }
+        }
+    }
     match tx.try_send(value) {
         Ok(()) => Ok(()),
         Err(TrySendError::Disconnected(v)) => Err(v),
@@ -201,6 +214,38 @@ fn send_or_cancel<M>(tx: &Sender<M>, value: M, token: &CancelToken) -> Result<()
                 Err(v)
             }
         }
+    }
+}
+
+/// A short wait before parking: a few rounds of spinning, then a few yields. A chunk that
+/// arrives within microseconds is taken without a futex call and a wake-up on either side;
+/// after that the thread parks in a `select` that cancellation can wake.
+#[derive(Debug, Default)]
+struct Backoff {
+    /// Rounds done.
+    step: u32,
+}
+
+impl Backoff {
+    /// Spins until this many rounds, then yields.
+    const SPIN: u32 = 4;
+    /// Gives up after this many rounds.
+    const ROUNDS: u32 = 7;
+
+    /// Waits a little; false once it is time to park instead.
+    fn snooze(&mut self) -> bool {
+        if self.step >= Self::ROUNDS {
+            return false;
+        }
+        if self.step < Self::SPIN {
+            for _ in 0..(4u32 << self.step) {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
+        self.step += 1;
+        true
     }
 }
 
@@ -224,13 +269,19 @@ pub(crate) fn recv_or_cancel<M>(
     token: &CancelToken,
     deadline: Option<Instant>,
 ) -> Recv<M> {
-    if token.is_cancelled() {
-        return Recv::Cancelled;
-    }
-    match rx.try_recv() {
-        Ok(m) => return Recv::Got(m),
-        Err(TryRecvError::Disconnected) => return Recv::Closed,
-        Err(TryRecvError::Empty) => {}
+    let mut backoff = Backoff::default();
+    loop {
+        if token.is_cancelled() {
+            return Recv::Cancelled;
+        }
+        match rx.try_recv() {
+            Ok(m) => return Recv::Got(m),
+            Err(TryRecvError::Disconnected) => return Recv::Closed,
+            Err(TryRecvError::Empty) => {}
+        }
+        if !backoff.snooze() || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
     }
     let mut sel = Select::new();
     let recv = sel.recv(rx);
