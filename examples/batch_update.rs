@@ -137,7 +137,9 @@ fn main() -> ExitCode {
             Ok(task)
         }
     };
+    // A thousand I/O-bound workers per stage: small stacks start and stop faster.
     let pipeline = Pipeline::new()
+        .stack_size(64 << 10)
         .stage_with(
             "validate",
             Dynamic::new(opts.workers, step("validate")),

@@ -171,3 +171,26 @@ fn backpressure_bounds_items_in_flight() {
     let peak = peak.load(Ordering::SeqCst);
     assert!(peak <= bound, "{peak} items in flight, bound {bound}");
 }
+
+#[test]
+fn threads_run_on_the_stack_size_asked_for_and_too_small_is_a_config_error() {
+    let _dog = watchdog("stack size", 20);
+    let p = Pipeline::new().stack_size(64 << 10).stage(
+        "d",
+        Dynamic::new(50, |x: u64, cx: &Context| {
+            cx.sleep(Duration::from_millis(5))?;
+            Ok(x)
+        }),
+    );
+    let (out, _) = p.collect(0..200u64).unwrap();
+    assert_eq!(out.len(), 200);
+    let err = Pipeline::new()
+        .stack_size(1024)
+        .stage("f", Fifo::new(|x: u64, _: &Context| Ok(x)))
+        .collect(0..1u64)
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), pipework::ErrorKind::Config { .. }),
+        "{err}"
+    );
+}

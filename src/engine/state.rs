@@ -43,6 +43,8 @@ pub(crate) struct RunState {
     overflow: Mutex<Vec<Failure>>,
     /// The largest chunk on any edge.
     pub(crate) max_chunk: usize,
+    /// The stack size of the run's threads, if set.
+    pub(crate) stack_size: Option<usize>,
     /// Capacity of the last edge, into the sink.
     sink_capacity: usize,
     /// Items found queued for the sink after a cancelled run.
@@ -112,6 +114,7 @@ impl StageState {
 pub(crate) struct RunConfig {
     pub(crate) stages: Vec<StageState>,
     pub(crate) max_chunk: usize,
+    pub(crate) stack_size: Option<usize>,
     pub(crate) default_capacity: usize,
     pub(crate) external: Option<CancelToken>,
     pub(crate) timeout: Option<Duration>,
@@ -135,6 +138,7 @@ impl RunState {
             failures,
             overflow: Mutex::new(Vec::new()),
             max_chunk: config.max_chunk,
+            stack_size: config.stack_size,
             sink_capacity: config.default_capacity,
             sink_leftover: AtomicU64::new(0),
             source: Mutex::new(SourceReport::default()),

@@ -75,8 +75,11 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
         if self.run.token.is_cancelled() {
             return Err(SpawnRefused::Cancelled);
         }
-        let handle = std::thread::Builder::new()
-            .name(name)
+        let mut builder = std::thread::Builder::new().name(name);
+        if let Some(bytes) = self.run.stack_size {
+            builder = builder.stack_size(bytes);
+        }
+        let handle = builder
             .spawn_scoped(self.scope, f)
             .map_err(SpawnRefused::Os)?;
         // Unbounded, and the calling thread holds the receiver until every handle is

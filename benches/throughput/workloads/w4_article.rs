@@ -30,14 +30,16 @@ pub fn article_step(id: u64) -> Duration {
 }
 
 /// The article's pipeline: 4 stages of `Dynamic::new(1000)`, every step a cancellable
-/// sleep of `article_step`.
+/// sleep of `article_step`, threads on 64 KiB stacks.
 pub fn article_pipeline() -> Pipeline<'static, u64> {
+    // As the batch_update demo: thousands of I/O-bound workers, on small stacks.
     chain4(|| {
         Dynamic::new(MAX_WORKERS, |id: u64, cx: &Context| {
             cx.sleep(article_step(id))?;
             Ok(id)
         })
     })
+    .stack_size(64 << 10)
 }
 
 /// W4: the run's wall time against the critical path.

@@ -61,6 +61,7 @@ pub fn child() -> ExitCode {
         }
     };
     let pipeline = Pipeline::new()
+        .stack_size(64 << 10)
         .stage_with(
             "validate",
             Dynamic::new(MAX_WORKERS, step("validate")),
