@@ -79,6 +79,8 @@ pub(crate) use stage::{Launcher, Segment};
 pub(crate) use state::{RunConfig, StageState};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use parking_lot::Mutex;
 use std::time::Instant;
 
 use crate::context::CancelToken;
@@ -91,7 +93,7 @@ use crate::transport::{Inbox, Pacer, SharedInput, wait_until};
 
 use sink::SinkLoop;
 use state::RunState;
-use threads::{Reaper, Spawner, Taps};
+use threads::{Reaper, SpawnRefused, Spawner, Taps};
 
 /// The options of one run.
 #[derive(Default)]
@@ -133,7 +135,9 @@ where
         mut progress,
         ..
     } = job;
-    let mut source = Some(source.into_source());
+    // The source travels to its thread through this slot: if the thread is never started
+    // (the run was cancelled first), it is still here to be dropped under `catch_unwind`.
+    let source = Mutex::new(Some(source.into_source()));
     let mut sink = Some(sink);
     let mut sink_loop = None;
 
@@ -152,24 +156,29 @@ where
                     run.fail(ErrorKind::Deadline { limit });
                 }
             };
-            if let Err(e) = spawner.spawn("deadline".into(), watch) {
-                run.fail(ErrorKind::Config {
-                    stage: None,
-                    message: format!("cannot start the deadline thread: {e:?}"),
-                });
-                return;
+            match spawner.spawn("deadline".into(), watch) {
+                Ok(()) => {}
+                Err(SpawnRefused::Os(e)) => {
+                    run.fail(ErrorKind::Config {
+                        stage: None,
+                        message: format!("cannot start the deadline thread: {e}"),
+                    });
+                    return;
+                }
+                // Cancelled already: nothing starts, and the run ends as cancelled.
+                Err(SpawnRefused::Cancelled) => return,
             }
         }
         let (first_tx, first_rx) = spawner.edge_into(0);
-        let source = source.take();
+        let slot = &source;
         let pumping = spawner.spawn(thread_name("source", 0), move || {
-            if let Some(source) = source {
+            if let Some(source) = slot.lock().take() {
                 source::pump(source, first_tx, run);
             }
         });
-        if let Err(e) = pumping {
+        if let Err(SpawnRefused::Os(e)) = pumping {
             run.fail(ErrorKind::Source {
-                error: format!("cannot start the source thread: {e:?}").into(),
+                error: format!("cannot start the source thread: {e}").into(),
             });
         }
         let last = chain.launch(&Launcher { spawner }, first_rx);
@@ -210,7 +219,7 @@ where
     drop_caught(&run, Site::Sink, sink);
     drop_caught(&run, Site::FailureHandler, handler);
     drop_caught(&run, Site::Progress, progress);
-    drop_caught(&run, Site::Source, source);
+    drop_caught(&run, Site::Source, source.into_inner());
     let sink_report = sink_loop.map(|lp| lp.report).unwrap_or_default();
     let report = run.report(sink_report, started.elapsed(), &[]);
     match run.take_error() {
