@@ -19,14 +19,16 @@
 mod redis_streams;
 
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pipework::{
-    Batch, BoxError, CancelToken, Context, Failure, Fifo, Fixed, Pipeline, StageOptions, source,
+    Batch, BoxError, CancelToken, Failure, Fifo, Fixed, Pipeline, StageOptions, map, source,
+    try_map,
 };
-use redis_streams::{Config, Entry, InFlight, Reply, Stats, StreamSink, StreamSource, Writer};
+use redis_streams::{
+    Config, Entry, InFlight, Reply, Stats, StreamSink, StreamSource, Writer, lock,
+};
 
 const USAGE: &str = "\
 usage: distributed [OPTIONS]                 run one worker
@@ -237,17 +239,23 @@ fn work(o: &Options) -> Result<(), BoxError> {
     let writer = Writer::open(config.clone(), in_flight, Arc::clone(&stats), token.clone())?;
 
     let (rounds, consumer) = (o.rounds, o.consumer.as_str());
+    let dead = Arc::clone(&writer);
     let pipeline = Pipeline::new()
         .stage_with(
             "decode",
-            Fifo::new(|entry: Entry, _: &Context| decode(entry)),
+            Fifo::new(try_map(decode)),
             // Undecodable entries go to the failure handler, then to the dead-letter stream.
-            StageOptions::new().route_failures(),
+            StageOptions::new().route_failures_to(move |failure: Failure<Entry>| {
+                let stage = failure.stage().name().to_owned();
+                let error = failure.error().to_string();
+                lock(&dead).dead_letter_or_stop(failure.item(), &stage, &error);
+            }),
         )
         .stage(
             "checksum",
-            Fixed::new(o.threads, move |job: Job, _: &Context| {
-                Ok(Reply {
+            Fixed::new(
+                o.threads,
+                map(move |job: Job| Reply {
                     entry: job.entry,
                     fields: vec![
                         ("job", job.id.to_string()),
@@ -256,8 +264,8 @@ fn work(o: &Options) -> Result<(), BoxError> {
                         ("rounds", rounds.to_string()),
                         ("consumer", consumer.to_owned()),
                     ],
-                })
-            }),
+                }),
+            ),
         )
         // Results are written and acknowledged a batch per transaction.
         .stage(
@@ -265,29 +273,17 @@ fn work(o: &Options) -> Result<(), BoxError> {
             Batch::new(
                 o.count,
                 Duration::from_millis(2),
-                |replies: Vec<Reply>, _: &Context| Ok(replies),
+                map(|replies: Vec<Reply>| replies),
             ),
         );
 
-    let dead = Rc::clone(&writer);
     let started = Instant::now();
     let run = pipeline
         .job()
         .cancel_token(&token)
-        .on_failure(move |failure: Failure| {
-            let stage = failure.stage().name().to_owned();
-            let error = failure.error().to_string();
-            match failure.into_item::<Entry>() {
-                Ok(entry) => dead
-                    .borrow_mut()
-                    .dead_letter_or_stop(&entry, &stage, &error),
-                // Only "decode" routes failures, and its items are entries.
-                Err(other) => unreachable!("a routed failure of another type: {other}"),
-            }
-        })
-        .run(source::custom(source), StreamSink(Rc::clone(&writer)));
+        .run(source::custom(source), StreamSink(Arc::clone(&writer)));
     // A failed dead-letter write cancelled the run: that error is the one to report.
-    if let Some(e) = writer.borrow_mut().take_error() {
+    if let Some(e) = lock(&writer).take_error() {
         return Err(e.into());
     }
     let report = run?;

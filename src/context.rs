@@ -185,11 +185,13 @@ pub struct Cancelled;
 /// # Examples
 ///
 /// ```
-/// use pipework::{Context, Fifo, Pipeline};
+/// use pipework::{with_context, BoxError, Fifo, Pipeline};
 ///
 /// let pipeline = Pipeline::new().stage(
 ///     "tag",
-///     Fifo::new(|x: u32, cx: &Context| Ok(format!("{}#{}:{x}", cx.stage_name(), cx.worker()))),
+///     Fifo::new(with_context(|x: u32, cx| {
+///         Ok::<_, BoxError>(format!("{}#{}:{x}", cx.stage_name(), cx.worker()))
+///     })),
 /// );
 /// let (out, _report) = pipeline.collect(1..=2).unwrap();
 /// assert_eq!(out, ["tag#0:1", "tag#0:2"]);
@@ -239,15 +241,19 @@ impl<'r> Context<'r> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use pipework::{Context, Fifo, Pipeline};
+    /// use pipework::{with_context, Fifo, Pipeline};
+    ///
+    /// /// A client call with a timeout of its own.
+    /// fn call(x: u32, timeout: Duration) -> std::io::Result<(u32, bool)> {
+    ///     Ok((x, timeout <= Duration::from_secs(5)))
+    /// }
     ///
     /// let pipeline = Pipeline::new().stage(
     ///     "call",
-    ///     Fifo::new(|x: u32, cx: &Context| {
-    ///         // A client call that must not outlive the run.
-    ///         let budget = cx.remaining().unwrap_or(Duration::from_secs(30));
-    ///         Ok((x, budget <= Duration::from_secs(5)))
-    ///     }),
+    ///     Fifo::new(with_context(|x: u32, cx| {
+    ///         // A call that must not outlive the run.
+    ///         call(x, cx.remaining().unwrap_or(Duration::from_secs(30)))
+    ///     })),
     /// );
     /// let (out, _) = pipeline.job().timeout(Duration::from_secs(5)).collect(0..1).unwrap();
     /// assert_eq!(out, [(0, true)]);

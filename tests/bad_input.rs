@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{RUN_LIMIT, Watchdog, serial_test, settle_threads};
 use pipework::{
-    Batch, BoxError, Broadcast, CancelToken, Context, Dynamic, Error, ErrorKind, Fifo, Fixed,
-    Ordered, Pipeline, Report, Site, StageOptions, StageRunner, source,
+    Batch, BoxError, Broadcast, CancelToken, Context, Dynamic, Error, ErrorKind, Failure, Fifo,
+    Fixed, Ordered, Pipeline, Report, Site, StageOptions, runner::StageRunner, source,
 };
 
 /// Items per run.
@@ -135,11 +135,15 @@ fn batch(step: Step) -> impl StageRunner<Counted, Counted> {
     Batch::new(
         4,
         Duration::from_millis(1),
-        pipework::flat_map(move |batch: Vec<Counted>, cx: &Context<'_>| {
-            batch
+        pipework::processor::from_fn(move |batch: Vec<Counted>, cx, out| {
+            for item in batch
                 .into_iter()
                 .map(|x| step(x, cx))
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, _>>()?
+            {
+                out.emit(item);
+            }
+            Ok(())
         }),
     )
 }
@@ -154,21 +158,21 @@ const RUNNERS_WITH_DYNAMIC: [&str; 2] = ["dynamic", "broadcast with a dynamic br
 fn one_stage(kind: &str, step: Step) -> Pipeline<'static, Counted> {
     let p = Pipeline::new();
     match kind {
-        "fifo" => p.stage("first", Fifo::new(step)),
-        "fixed" => p.stage("first", Fixed::new(3, step)),
-        "dynamic" => p.stage("first", Dynamic::new(4, step)),
-        "ordered" => p.stage("first", Ordered::new(2, step).window(1)),
+        "fifo" => p.stage("first", Fifo::new(common::fallible(step))),
+        "fixed" => p.stage("first", Fixed::new(3, common::fallible(step))),
+        "dynamic" => p.stage("first", Dynamic::new(4, common::fallible(step))),
+        "ordered" => p.stage("first", Ordered::new(2, common::fallible(step)).window(1)),
         "broadcast" => p.stage(
             "first",
             Broadcast::new()
-                .branch(Fifo::new(step))
-                .branch(Fixed::new(2, step)),
+                .branch(Fifo::new(common::fallible(step)))
+                .branch(Fixed::new(2, common::fallible(step))),
         ),
         "broadcast with a dynamic branch" => p.stage(
             "first",
             Broadcast::new()
-                .branch(Fifo::new(step))
-                .branch(Dynamic::new(2, step)),
+                .branch(Fifo::new(common::fallible(step)))
+                .branch(Dynamic::new(2, common::fallible(step))),
         ),
         "batch" => p.stage("first", batch(step)),
         other => unreachable!("{other}"),
@@ -230,7 +234,7 @@ fn assert_config(
 fn smoke() {
     let _t = serial_test("smoke", 60);
     let book = Book::new();
-    let p = Pipeline::new().stage("first", Fixed::new(0, pass as Step));
+    let p = Pipeline::new().stage("first", Fixed::new(0, common::fallible(pass as Step)));
     let result = p.run(book.items(), |_| Ok(()));
     assert_config("smoke", &result, &book, Some("first"), "worker");
     book.assert_each_dropped_once("smoke");
@@ -247,27 +251,27 @@ fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
     let configs: Vec<(&str, Pipeline<'static, Counted>, Option<&str>, &str)> = vec![
         (
             "a fixed pool of zero workers",
-            Pipeline::new().stage("first", Fixed::new(0, step)),
+            Pipeline::new().stage("first", Fixed::new(0, common::fallible(step))),
             Some("first"),
             "worker",
         ),
         (
             "a dynamic pool of at most zero workers",
             Pipeline::new()
-                .stage("first", Fifo::new(step))
-                .stage("second", Dynamic::new(0, step)),
+                .stage("first", Fifo::new(common::fallible(step)))
+                .stage("second", Dynamic::new(0, common::fallible(step))),
             Some("second"),
             "worker",
         ),
         (
             "an ordered pool of zero workers",
-            Pipeline::new().stage("first", Ordered::new(0, step)),
+            Pipeline::new().stage("first", Ordered::new(0, common::fallible(step))),
             Some("first"),
             "worker",
         ),
         (
             "an ordered pool with a window of zero",
-            Pipeline::new().stage("first", Ordered::new(2, step).window(0)),
+            Pipeline::new().stage("first", Ordered::new(2, common::fallible(step)).window(0)),
             Some("first"),
             "window",
         ),
@@ -278,9 +282,11 @@ fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
                 Batch::new(
                     0,
                     Duration::from_millis(1),
-                    |b: Vec<Counted>, _: &Context<'_>| -> Result<Counted, BoxError> {
-                        Ok(b.into_iter().next().expect("a batch"))
-                    },
+                    common::fallible(
+                        |b: Vec<Counted>, _: &Context<'_>| -> Result<Counted, BoxError> {
+                            Ok(b.into_iter().next().expect("a batch"))
+                        },
+                    ),
                 ),
             ),
             Some("first"),
@@ -297,39 +303,37 @@ fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
             Pipeline::new().stage(
                 "first",
                 Broadcast::new()
-                    .branch(Fifo::new(step))
-                    .branch(Fixed::new(0, step)),
+                    .branch(Fifo::new(common::fallible(step)))
+                    .branch(Fixed::new(0, common::fallible(step))),
             ),
             Some("first"),
             "branch 1",
         ),
         (
             "a capacity of zero",
-            Pipeline::new().capacity(0).stage("first", Fifo::new(step)),
+            Pipeline::new()
+                .capacity(0)
+                .stage("first", Fifo::new(common::fallible(step))),
             None,
             "capacity",
         ),
         (
             "chunks of zero items",
-            Pipeline::new().max_chunk(0).stage("first", Fifo::new(step)),
+            Pipeline::new()
+                .max_chunk(0)
+                .stage("first", Fifo::new(common::fallible(step))),
             None,
             "max_chunk",
         ),
         (
             "a stage capacity of zero",
-            Pipeline::new().stage_with("first", Fifo::new(step), StageOptions::new().capacity(0)),
-            Some("first"),
-            "capacity",
-        ),
-        (
-            "routing without a failure handler",
             Pipeline::new().stage_with(
                 "first",
-                Fifo::new(step),
-                StageOptions::new().route_failures(),
+                Fifo::new(common::fallible(step)),
+                StageOptions::new().capacity(0),
             ),
             Some("first"),
-            "failure handler",
+            "capacity",
         ),
     ];
     for (name, p, stage, says) in &configs {
@@ -408,11 +412,11 @@ fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
         Pipeline::new()
             .stage_with(
                 "first",
-                Fixed::new(2, fail_first as Step),
-                StageOptions::new().route_failures(),
+                Fixed::new(2, common::fallible(fail_first as Step)),
+                StageOptions::new().route_failures_to(|f: Failure<Counted>| {
+                    assert_eq!(f.into_item().id, 0);
+                }),
             )
-            .job()
-            .on_failure(|f| assert_eq!(f.into_item::<Counted>().expect("a Counted").id, 0))
             .run(book.items(), |_| Ok(()))
     });
     let t = result.expect("a routed failure").totals();
@@ -604,19 +608,24 @@ fn an_impossible_capacity_is_a_configuration_error_not_a_panic() {
             "Pipeline::capacity(usize::MAX)",
             Pipeline::new()
                 .capacity(usize::MAX)
-                .stage("first", Fifo::new(step)),
+                .stage("first", Fifo::new(common::fallible(step))),
         ),
         (
             "StageOptions::capacity(usize::MAX) on the second stage",
-            Pipeline::new().stage("first", Fifo::new(step)).stage_with(
-                "second",
-                Fifo::new(step),
-                StageOptions::new().capacity(usize::MAX),
-            ),
+            Pipeline::new()
+                .stage("first", Fifo::new(common::fallible(step)))
+                .stage_with(
+                    "second",
+                    Fifo::new(common::fallible(step)),
+                    StageOptions::new().capacity(usize::MAX),
+                ),
         ),
         (
             "Ordered::window(usize::MAX)",
-            Pipeline::new().stage("first", Ordered::new(2, step).window(usize::MAX)),
+            Pipeline::new().stage(
+                "first",
+                Ordered::new(2, common::fallible(step)).window(usize::MAX),
+            ),
         ),
     ];
     let mut panicked = Vec::new();

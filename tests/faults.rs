@@ -348,7 +348,10 @@ fn dynamic_pool_stops_starting_workers_once_the_run_is_cancelled() {
             if let Some(m) = max_chunk {
                 p = p.max_chunk(m);
             }
-            let p = p.stage("s0", Dynamic::new(4, |x: u32, _: &Context| Ok(x)));
+            let p = p.stage(
+                "s0",
+                Dynamic::new(4, common::fallible(|x: u32, _: &Context| Ok(x))),
+            );
             let (tx, rx) = std::sync::mpsc::channel();
             // On a thread of its own: if it hangs, its pool keeps starting threads until
             // the process exits; the test fails instead of hanging.
@@ -361,7 +364,7 @@ fn dynamic_pool_stops_starting_workers_once_the_run_is_cancelled() {
                     }
                 });
                 let result = p.run(source::fallible(items), |_| Ok(()));
-                let _ = tx.send(result.map(|_| ()).map_err(|e| e.to_string()));
+                let _ = tx.send(result.map(|_| ()).map_err(|e| format!("{e:#}")));
             });
             match rx.recv_timeout(RUN_LIMIT) {
                 Ok(result) => assert_eq!(

@@ -12,7 +12,10 @@ use pipework::{Broadcast, Context, Dynamic, Fifo, Fixed, Pipeline};
 #[test]
 fn smoke() {
     let _dog = watchdog("smoke", 10);
-    let p = Pipeline::new().stage("id", Fifo::new(|x: u8, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "id",
+        Fifo::new(common::fallible(|x: u8, _: &Context| Ok(x))),
+    );
     assert_eq!(p.collect([1, 2, 3]).unwrap().0, [1, 2, 3]);
 }
 
@@ -31,19 +34,28 @@ fn stages_borrow_from_the_callers_stack() {
     let p = Pipeline::new()
         .stage(
             "shift",
-            Fixed::new(2, |i: usize, _: &Context| Ok((i + offset) % 3)),
+            Fixed::new(
+                2,
+                common::fallible(|i: usize, _: &Context| Ok((i + offset) % 3)),
+            ),
         )
         .stage(
             "name",
-            Dynamic::new(4, move |i: usize, _: &Context| Ok(names_ref[i].as_str())),
+            Dynamic::new(
+                4,
+                common::fallible(move |i: usize, _: &Context| Ok(names_ref[i].as_str())),
+            ),
         )
-        .stage("len", Fifo::new(with_len));
+        .stage("len", Fifo::new(common::fallible(with_len)));
     let (mut out, _) = p.collect(0..3usize).unwrap();
     out.sort();
     assert_eq!(out, [("one", 3), ("two", 3), ("zero", 4)]);
     // Items may borrow too.
     let words: Vec<String> = (0..100).map(|i| format!("w{i}")).collect();
-    let q = Pipeline::new().stage("len", Fixed::new(2, |w: &String, _: &Context| Ok(w.len())));
+    let q = Pipeline::new().stage(
+        "len",
+        Fixed::new(2, common::fallible(|w: &String, _: &Context| Ok(w.len()))),
+    );
     let (lens, _) = q.collect(words.iter()).unwrap();
     assert_eq!(
         lens.iter().sum::<usize>(),
@@ -57,7 +69,10 @@ fn the_sink_runs_on_the_calling_thread_and_may_hold_an_rc() {
     let seen: Rc<RefCell<Vec<u32>>> = Rc::new(RefCell::new(Vec::new()));
     let sink_seen = Rc::clone(&seen);
     let caller = std::thread::current().id();
-    let p = Pipeline::new().stage("sq", Fixed::new(3, |x: u32, _: &Context| Ok(x * x)));
+    let p = Pipeline::new().stage(
+        "sq",
+        Fixed::new(3, common::fallible(|x: u32, _: &Context| Ok(x * x))),
+    );
     p.run(0..100u32, move |x| {
         assert_eq!(std::thread::current().id(), caller);
         sink_seen.borrow_mut().push(x);
@@ -78,10 +93,16 @@ fn service() -> Pipeline<'static, u32> {
         .stage(
             "fan",
             Broadcast::new()
-                .branch(Fifo::new(|x: u32, _: &Context| Ok(x)))
-                .branch(Fixed::new(2, |x: u32, _: &Context| Ok(x + 1000))),
+                .branch(Fifo::new(common::fallible(|x: u32, _: &Context| Ok(x))))
+                .branch(Fixed::new(
+                    2,
+                    common::fallible(|x: u32, _: &Context| Ok(x + 1000)),
+                )),
         )
-        .stage("store", Fixed::new(2, |x: u32, _: &Context| Ok(x)))
+        .stage(
+            "store",
+            Fixed::new(2, common::fallible(|x: u32, _: &Context| Ok(x))),
+        )
 }
 
 #[test]
@@ -128,10 +149,10 @@ fn a_fifo_starts_every_run_with_fresh_state() {
     let mut count = 0u32;
     let p = Pipeline::new().stage(
         "number",
-        Fifo::new(move |x: char, _: &Context| {
+        Fifo::new(common::fallible(move |x: char, _: &Context| {
             count += 1;
             Ok((count, x))
-        }),
+        })),
     );
     assert_eq!(p.collect(['a', 'b']).unwrap().0, [(1, 'a'), (2, 'b')]);
     // Each run clones the processor as it was defined: no state leaks between runs.
@@ -149,8 +170,14 @@ fn backpressure_bounds_items_in_flight() {
     let p = Pipeline::new()
         .capacity(capacity)
         .max_chunk(max_chunk)
-        .stage("a", Fifo::new(|x: u64, _: &Context| Ok(x)))
-        .stage("b", Fifo::new(|x: u64, _: &Context| Ok(x)));
+        .stage(
+            "a",
+            Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
+        .stage(
+            "b",
+            Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+        );
     let source = (0..20_000u64).inspect(|_| {
         let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         peak.fetch_max(now, Ordering::SeqCst);

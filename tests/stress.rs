@@ -202,13 +202,16 @@ fn a_million_items_stay_within_the_bound_of_capacities_workers_and_windows() {
     let p = Pipeline::new()
         .capacity(LONG_CAPACITY)
         .max_chunk(LONG_MAX_CHUNK)
-        .stage("fifo", Fifo::new(pass))
-        .stage("fixed", Fixed::new(LONG_FIXED, pass))
+        .stage("fifo", Fifo::new(common::fallible(pass)))
+        .stage("fixed", Fixed::new(LONG_FIXED, common::fallible(pass)))
         .stage(
             "ordered",
-            Ordered::new(LONG_ORDERED, pass).window(LONG_WINDOW),
+            Ordered::new(LONG_ORDERED, common::fallible(pass)).window(LONG_WINDOW),
         )
-        .stage("dynamic", Dynamic::new(LONG_DYNAMIC, pass));
+        .stage(
+            "dynamic",
+            Dynamic::new(LONG_DYNAMIC, common::fallible(pass)),
+        );
     let mut sunk = 0u64;
     let started = Instant::now();
     let report = {

@@ -14,13 +14,13 @@ use crate::engine::{StageHandle, StageRunner};
 /// # Examples
 ///
 /// ```
-/// use pipework::{Broadcast, Context, Fifo, Pipeline};
+/// use pipework::{map, Broadcast, Fifo, Pipeline};
 ///
 /// let pipeline = Pipeline::new().stage(
 ///     "fan out",
 ///     Broadcast::new()
-///         .branch(Fifo::new(|x: u32, _: &Context| Ok(format!("audit {x}"))))
-///         .branch(Fifo::new(|x: u32, _: &Context| Ok(format!("notify {x}")))),
+///         .branch(Fifo::new(map(|x: u32| format!("audit {x}"))))
+///         .branch(Fifo::new(map(|x: u32| format!("notify {x}")))),
 /// );
 /// let (mut out, report) = pipeline.collect([1, 2]).unwrap();
 /// out.sort();

@@ -11,7 +11,8 @@ mod watchdog;
 
 use std::time::{Duration, Instant};
 
-use pipework::{BoxError, Context};
+use pipework::processor::WithContext;
+use pipework::{BoxError, Context, Processor, with_context};
 
 // Each test file uses its own subset.
 #[allow(unused_imports)]
@@ -148,13 +149,18 @@ pub fn stable_thread_count() -> usize {
 // Stages
 // ---------------------------------------------------------------------------------------
 
+/// A processor from a closure that takes the item and the [`Context`] and returns
+/// `Result<_, BoxError>`: [`with_context`] with the error type fixed, so that closures ending
+/// in `Ok(…)` need no annotation (the form the tests are written in).
+pub fn fallible<In, Out, F>(f: F) -> WithContext<F>
+where
+    F: FnMut(In, &Context<'_>) -> Result<Out, BoxError> + Send,
+{
+    with_context(f)
+}
+
 /// A processor that sleeps `d`, cut short when the run is cancelled (its error is then the
 /// one [`Context::sleep`] returns), and passes its item on: `Dynamic::new(8, sleepy(d))`.
-pub fn sleepy<T>(
-    d: Duration,
-) -> impl Fn(T, &Context<'_>) -> Result<T, BoxError> + Clone + Send + Sync {
-    move |x: T, cx: &Context<'_>| {
-        cx.sleep(d)?;
-        Ok(x)
-    }
+pub fn sleepy<T: Send>(d: Duration) -> impl Processor<T, T> + Clone + Sync {
+    with_context(move |x: T, cx| cx.sleep(d).map(|()| x))
 }
