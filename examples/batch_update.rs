@@ -11,6 +11,10 @@
 //! whole batch takes about as long as its slowest task's path, 4 × 500 ms = 2 s, where doing
 //! one step at a time would take twelve minutes.
 
+// Pedantic lints this example allows, and why:
+// - `too_many_lines`: a long function is one scenario, read top to bottom.
+#![allow(clippy::too_many_lines)]
+
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -61,14 +65,14 @@ impl Options {
                 "--tasks" => {
                     o.tasks = value("--tasks")?
                         .parse()
-                        .map_err(|e| format!("--tasks: {e}"))?
+                        .map_err(|e| format!("--tasks: {e}"))?;
                 }
                 "--step-ms" => o.step = ms(value("--step-ms")?)?,
                 "--slow-ms" => o.slow = ms(value("--slow-ms")?)?,
                 "--slow-every" => {
                     o.slow_every = value("--slow-every")?
                         .parse()
-                        .map_err(|e| format!("--slow-every: {e}"))?
+                        .map_err(|e| format!("--slow-every: {e}"))?;
                 }
                 "--fail-id" => {
                     let v = value("--fail-id")?;
@@ -81,7 +85,7 @@ impl Options {
                 "--workers" => {
                     o.workers = value("--workers")?
                         .parse()
-                        .map_err(|e| format!("--workers: {e}"))?
+                        .map_err(|e| format!("--workers: {e}"))?;
                 }
                 "--timeout-ms" => o.timeout = Some(ms(value("--timeout-ms")?)?),
                 "--quiet" => o.quiet = true,

@@ -10,10 +10,11 @@
 //! cargo run --release --example checksum -- ~/src
 //! ```
 
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use pipework::{Failure, Ordered, Pipeline, StageOptions, runner, sink, try_map};
 use sha2::{Digest, Sha256};
@@ -69,20 +70,26 @@ pub fn hash_files(files: Vec<PathBuf>, out: &mut impl Write, err: &mut impl Writ
                     hasher.update(&buf[..n]);
                 }
                 let digest = hasher.finalize();
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = digest.iter().fold(String::new(), |mut hex, b| {
+                    let _ = write!(hex, "{b:02x}");
+                    hex
+                });
                 Ok(line(&hex, &path))
             }))
         }),
         StageOptions::new().route_failures_to(|f: Failure<PathBuf>| {
             let reason = f.error().to_string();
-            unreadable.lock().unwrap().push((f.into_item(), reason));
+            let mut unreadable = unreadable.lock().unwrap_or_else(PoisonError::into_inner);
+            unreadable.push((f.into_item(), reason));
         }),
     );
     // A reader that went away (`checksum DIR | head -1`) is a clean stop for `sink::lines`,
     // as for sha256sum and grep.
     let result = pipeline.run(files, sink::lines(&mut *out));
     drop(pipeline);
-    let unreadable = unreadable.into_inner().unwrap();
+    let unreadable = unreadable
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     for (path, reason) in &unreadable {
         let _ = writeln!(err, "checksum: {}: {reason}", path.display());
     }

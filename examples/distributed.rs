@@ -16,8 +16,21 @@
 //! A worker restarted under the same `--consumer` name resumes the entries it had not
 //! acknowledged; entries a dead worker held are claimed by the others after `--min-idle-ms`.
 
+// Pedantic lints this example allows, and why:
+// - `cast_possible_truncation`: small counts and indices (thousands) fit the narrower type.
+// - `cast_precision_loss`: counts and nanoseconds far below 2^52 become `f64` rates.
+// - `items_after_statements`: helpers sit next to the one scenario that uses them.
+// - `needless_pass_by_value`: the option parser takes owned strings, as `args()` yields.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::items_after_statements,
+    clippy::needless_pass_by_value
+)]
+
 mod redis_streams;
 
+use std::fmt::Write as _;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,7 +92,7 @@ impl Options {
             stream: "pipework:jobs".into(),
             group: "pipework".into(),
             consumer: format!("worker-{}", std::process::id()),
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             rounds: 4000,
             count: 64,
             in_flight: 256,
@@ -177,7 +190,7 @@ fn main() -> ExitCode {
             while let Some(c) = cause {
                 // Skip causes that the message already spells out.
                 if !message.contains(&c.to_string()) {
-                    message.push_str(&format!(": {c}"));
+                    let _ = write!(message, ": {c}");
                 }
                 cause = c.source();
             }
@@ -216,7 +229,7 @@ fn decode(entry: Entry) -> Result<Job, BoxError> {
     })
 }
 
-/// One round of the SplitMix64 finaliser.
+/// One round of the `SplitMix64` finaliser.
 fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

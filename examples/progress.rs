@@ -9,6 +9,10 @@
 //! The progress callback runs on the calling thread, between sink calls, every 100 ms, with a
 //! snapshot of the report so far.
 
+// Pedantic lints this example allows, and why:
+// - `too_many_lines`: a long function is one scenario, read top to bottom.
+#![allow(clippy::too_many_lines)]
+
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};

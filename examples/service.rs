@@ -47,6 +47,7 @@ pub struct Service {
 
 impl Service {
     /// Builds the pipeline.
+    #[must_use]
     pub fn new() -> Self {
         let lookups = Arc::new(AtomicU32::new(0));
         let counter = Arc::clone(&lookups);
@@ -81,6 +82,7 @@ impl Service {
     }
 
     /// Serves one request: quotes for `products`, within `timeout`.
+    #[must_use]
     pub fn handle(&self, products: Vec<u32>, timeout: Duration) -> Response {
         match self.pipeline.job().timeout(timeout).collect(products) {
             Ok((quotes, _report)) => Response::Ok(quotes),

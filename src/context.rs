@@ -87,14 +87,12 @@ impl CancelToken {
     ///
     /// Returns [`Cancelled`] when the token was cancelled before or during the sleep.
     pub fn sleep(&self, duration: Duration) -> Result<(), Cancelled> {
-        match Instant::now().checked_add(duration) {
-            Some(deadline) => self.sleep_until(deadline),
+        let Some(deadline) = Instant::now().checked_add(duration) else {
             // A sleep past the end of representable time lasts until cancellation.
-            None => {
-                let _ = self.inner.signal.recv();
-                Err(Cancelled)
-            }
-        }
+            let _ = self.inner.signal.recv();
+            return Err(Cancelled);
+        };
+        self.sleep_until(deadline)
     }
 
     /// Sleeps until `deadline`, or until the token is cancelled, whichever comes first.

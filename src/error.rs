@@ -87,16 +87,12 @@ impl Error {
     /// configuration errors.
     pub fn stage(&self) -> Option<&StageId> {
         match &self.kind {
-            ErrorKind::Stage { stage, .. } => Some(stage),
-            ErrorKind::Panic {
-                site: Site::Stage { stage, .. },
+            ErrorKind::Stage { stage, .. }
+            | ErrorKind::Panic {
+                site: Site::Stage { stage, .. } | Site::Start { stage },
                 ..
-            } => Some(stage),
-            ErrorKind::Panic {
-                site: Site::Start { stage },
-                ..
-            } => Some(stage),
-            ErrorKind::Runner { stage, .. } => Some(stage),
+            }
+            | ErrorKind::Runner { stage, .. } => Some(stage),
             ErrorKind::Config { stage, .. } => stage.as_ref(),
             _ => None,
         }

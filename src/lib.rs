@@ -146,6 +146,11 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+// Getters and constructors are pure and cheap: a `#[must_use]` on each is noise (builder
+// methods that return `Self` are marked, as `clippy::return_self_not_must_use` asks).
+#![allow(clippy::must_use_candidate)]
+// The engine's short names (`token`, `taken`, `tx`, `rx`) are its vocabulary, similar by design.
+#![allow(clippy::similar_names)]
 
 // Layers, from the user's definition down (nothing imports upward):
 // prelude → pipeline, runner → engine → policy, processor, source, sink, report → transport

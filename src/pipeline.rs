@@ -149,6 +149,7 @@ where
     /// Sets the default capacity of every queue, in chunks (default 16). A queue holds at
     /// most `capacity × max_chunk` items, so memory stays bounded whatever the input's
     /// length. Zero, or more than 2^20, is a configuration error.
+    #[must_use]
     pub fn capacity(mut self, chunks: usize) -> Self {
         self.capacity = chunks;
         self
@@ -157,6 +158,7 @@ where
     /// Sets the largest number of items moved together between two threads (default 256).
     /// Chunks adapt to each stage's cost below this bound; 1 moves every item on its own.
     /// Zero is a configuration error.
+    #[must_use]
     pub fn max_chunk(mut self, items: usize) -> Self {
         self.max_chunk = items;
         self
@@ -396,7 +398,7 @@ pub struct Job<'p, 'a, 'h, In, Out> {
     parts: JobOptions<'h>,
 }
 
-impl<'p, 'a, 'h, In, Out> Job<'p, 'a, 'h, In, Out>
+impl<'a, 'h, In, Out> Job<'_, 'a, 'h, In, Out>
 where
     In: Send + 'a,
     Out: Send + 'a,
@@ -404,6 +406,7 @@ where
     /// Attaches the run to `token`: cancelling the token cancels the run, which returns
     /// [`ErrorKind::Cancelled`]. A token that is already cancelled fails the run before any
     /// thread starts.
+    #[must_use]
     pub fn cancel_token(mut self, token: &CancelToken) -> Self {
         self.parts.token = Some(token.clone());
         self
@@ -414,6 +417,7 @@ where
     /// the deadline through [`Context::deadline`](crate::Context::deadline) and
     /// [`Context::remaining`](crate::Context::remaining): a processor blocked in a call
     /// that ignores it delays `run`'s return until that call returns.
+    #[must_use]
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.parts.timeout = Some(limit);
         self
@@ -422,6 +426,7 @@ where
     /// Calls `callback` on the calling thread about every `every` with a snapshot of the
     /// report so far: per-stage counts, busy and blocked times, and queue depths (in chunks,
     /// [`StageReport::queued`](crate::StageReport::queued)).
+    #[must_use]
     pub fn on_progress(mut self, every: Duration, callback: impl FnMut(&Report) + 'h) -> Self {
         self.parts.progress = Some((every, Box::new(callback)));
         self
@@ -517,7 +522,7 @@ struct Then<'a, In, Mid, Out, R> {
     out: PhantomData<fn() -> Out>,
 }
 
-impl<'a, In, Mid, Out, R> Segment<In, Out> for Then<'a, In, Mid, Out, R>
+impl<In, Mid, Out, R> Segment<In, Out> for Then<'_, In, Mid, Out, R>
 where
     In: Send,
     Mid: Send,

@@ -196,12 +196,14 @@ impl Retry {
     }
 
     /// The wait before the first retry; each further retry waits twice as long.
+    #[must_use]
     pub fn backoff(mut self, first: Duration) -> Self {
         self.backoff = first;
         self
     }
 
     /// The longest wait between two attempts.
+    #[must_use]
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
         self
@@ -340,7 +342,7 @@ impl<In, H> fmt::Debug for StageOptions<In, H> {
             .field("capacity", &self.capacity)
             .field("retry", &self.retry)
             .field("routes_failures", &self.handler.is_some())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

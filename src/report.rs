@@ -211,6 +211,8 @@ impl Report {
 }
 
 impl fmt::Display for Report {
+    // One table: its column layout reads best in one place.
+    #[allow(clippy::too_many_lines)]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bottleneck = self.bottleneck().map(|s| s.id.index());
         let name_width = self

@@ -5,6 +5,11 @@
 //!
 //! The tests of this file are serialised, so that the process's thread count is theirs.
 
+// Pedantic lints this test allows, and why:
+// - `too_many_lines`: a long function is one scenario, read top to bottom.
+// - `unnecessary_wraps`: steps used as processors return `Result`, failing or not.
+#![allow(clippy::too_many_lines, clippy::unnecessary_wraps)]
+
 mod common;
 
 use std::sync::Arc;
@@ -112,9 +117,7 @@ fn fail_first(x: Counted, _: &Context<'_>) -> Result<Counted, BoxError> {
 }
 
 fn panic_first(x: Counted, _: &Context<'_>) -> Result<Counted, BoxError> {
-    if x.id == 0 {
-        panic!("injected panic on the first item");
-    }
+    assert!(x.id != 0, "injected panic on the first item");
     Ok(x)
 }
 
@@ -214,8 +217,8 @@ fn assert_config(
     let err = result.as_ref().expect_err(name);
     match err.kind() {
         ErrorKind::Config { stage: at, message } => {
-            assert_eq!(at.as_ref().map(|s| s.name()), stage, "{name}");
-            assert_eq!(err.stage().map(|s| s.name()), stage, "{name}");
+            assert_eq!(at.as_ref().map(pipework::StageId::name), stage, "{name}");
+            assert_eq!(err.stage().map(pipework::StageId::name), stage, "{name}");
             assert!(
                 message.contains(says),
                 "{name}: {message:?} does not say {says:?}"
@@ -433,9 +436,7 @@ fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
             };
             let (result, _, _) = case(&name, baseline, |book| {
                 p.run(book.items(), |_: Counted| {
-                    if panics {
-                        panic!("injected sink panic");
-                    }
+                    assert!(!panics, "injected sink panic");
                     Err("injected sink error".into())
                 })
             });
@@ -574,7 +575,11 @@ fn first_item_fails(kind: &str, baseline: usize) -> usize {
             }
             other => panic!("{name}: {other:?}"),
         }
-        assert_eq!(err.stage().map(|s| s.name()), Some("first"), "{name}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("first"),
+            "{name}"
+        );
         // In a broadcast every branch gets item 0, and each may fail on its copy before the
         // run is cancelled: the failures after the first are suppressed errors.
         let copies = if kind.starts_with("broadcast") { 2 } else { 1 };

@@ -1,5 +1,9 @@
 //! The batch runner: flushes on size, on time, at the end, and accounts on cancellation.
 
+// Pedantic lints this test allows, and why:
+// - `unnecessary_wraps`: steps used as processors return `Result`, failing or not.
+#![allow(clippy::unnecessary_wraps)]
+
 mod common;
 
 use std::time::{Duration, Instant};

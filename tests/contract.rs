@@ -102,14 +102,22 @@ fn a_runner_that_starts_no_worker_fails_the_run_instead_of_hanging() {
         let err = rogue(Misbehaviour::NoWorker)
             .run(0..source_len, |_| Ok(()))
             .unwrap_err();
-        assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("rogue"),
+            "{err}"
+        );
         assert!(err.to_string().contains("runner failed"), "{err}");
         assert!(err.report().unwrap().totals().is_balanced());
     }
     let err = rogue(Misbehaviour::NoWorker)
         .run(endless(), |_| Ok(()))
         .unwrap_err();
-    assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+    assert_eq!(
+        err.stage().map(pipework::StageId::name),
+        Some("rogue"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -119,14 +127,22 @@ fn a_runner_whose_workers_quit_early_fails_the_run_instead_of_hanging() {
         let err = rogue(Misbehaviour::QuitEarly)
             .run(0..source_len, |_| Ok(()))
             .unwrap_err();
-        assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("rogue"),
+            "{err}"
+        );
         assert!(err.to_string().contains("runner failed"), "{err}");
         assert!(err.report().unwrap().totals().is_balanced());
     }
     let err = rogue(Misbehaviour::QuitEarly)
         .run(endless(), |_| Ok(()))
         .unwrap_err();
-    assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+    assert_eq!(
+        err.stage().map(pipework::StageId::name),
+        Some("rogue"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -139,7 +155,11 @@ fn a_panic_in_start_is_caught_and_names_the_stage() {
             .run(endless(), |_| Ok(()))
             .unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Panic { .. }), "{err}");
-        assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("rogue"),
+            "{err}"
+        );
         assert!(err.to_string().contains("start went wrong"), "{err}");
         assert!(err.report().unwrap().totals().is_balanced());
     }
@@ -181,6 +201,10 @@ fn a_rogue_broadcast_branch_is_caught_too() {
             .branch(Rogue(Misbehaviour::QuitEarly)),
     );
     let err = p.run(0..10_000u64, |_| Ok(())).unwrap_err();
-    assert_eq!(err.stage().map(|s| s.name()), Some("fan"), "{err}");
+    assert_eq!(
+        err.stage().map(pipework::StageId::name),
+        Some("fan"),
+        "{err}"
+    );
     assert!(err.report().unwrap().totals().is_balanced());
 }

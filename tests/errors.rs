@@ -67,7 +67,7 @@ fn stage_error_cancels_and_is_returned_with_the_stage_name() {
         }
         other => panic!("unexpected error {other:?}"),
     }
-    assert_eq!(err.stage().map(|s| s.name()), Some("validate"));
+    assert_eq!(err.stage().map(pipework::StageId::name), Some("validate"));
     let report = err.report().expect("an aborted run has a report");
     let t = report.totals();
     assert!(
@@ -174,9 +174,7 @@ fn panic_in_a_processor_is_returned_and_cancels_the_run() {
     let _dog = watchdog_quiet("processor panic", 20);
     for kind in ["fifo", "fixed", "dynamic", "broadcast"] {
         let f = common::fallible(|x: u64, _: &Context| -> Result<u64, BoxError> {
-            if x == 1234 {
-                panic!("injected panic at {x}");
-            }
+            assert!(x != 1234, "injected panic at {x}");
             Ok(x)
         });
         let p: Pipeline<u64> = match kind {
@@ -247,9 +245,7 @@ fn panic_in_an_init_closure_is_returned() {
     let p = Pipeline::new().stage(
         "setup",
         Fixed::with_init(3, |cx: &Context| {
-            if cx.worker() == 1 {
-                panic!("injected init panic");
-            }
+            assert!(cx.worker() != 1, "injected init panic");
             Ok(common::fallible(
                 |x: u64, _: &Context| -> Result<u64, BoxError> { Ok(x) },
             ))
@@ -324,9 +320,7 @@ fn every_item_is_dropped_exactly_once_after_a_panic() {
         .stage(
             "b",
             Fifo::new(common::fallible(|t: Tracked, _: &Context| {
-                if t.id == 5000 {
-                    panic!("injected");
-                }
+                assert!(t.id != 5000, "injected");
                 Ok(t)
             })),
         );

@@ -13,6 +13,7 @@ mod factor;
 #[path = "../examples/service.rs"]
 mod service;
 
+use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,6 +26,14 @@ use pipework::{ErrorKind, Report};
 // (a) A command-line tool: standard input to standard output, in order.
 // ---------------------------------------------------------------------------------------
 
+/// The lines `1` to `n`.
+fn numbers(n: u64) -> String {
+    (1..=n).fold(String::new(), |mut s, i| {
+        let _ = writeln!(s, "{i}");
+        s
+    })
+}
+
 fn factor(input: &str) -> (String, Result<Report, pipework::Error>) {
     let mut out = Vec::new();
     let result = factor::run(input.as_bytes(), &mut out);
@@ -34,7 +43,7 @@ fn factor(input: &str) -> (String, Result<Report, pipework::Error>) {
 #[test]
 fn the_cli_prints_every_line_in_order() {
     let _dog = watchdog("factor", 30);
-    let input: String = (1..=2_000u64).map(|n| format!("{n}\n")).collect();
+    let input = numbers(2_000);
     let (out, result) = factor(&input);
     let report = result.unwrap();
     let lines: Vec<&str> = out.lines().collect();
@@ -51,7 +60,7 @@ fn the_cli_stops_at_a_bad_line_after_printing_every_line_before_it() {
     // The bad line is deep in the input: whatever the workers had done past it, exactly
     // the lines before it come out, every time.
     for _ in 0..20 {
-        let mut input: String = (1..=5_000u64).map(|n| format!("{n}\n")).collect();
+        let mut input = numbers(5_000);
         input.insert_str(input.find("3001\n").unwrap(), "30x1\n");
         let (out, result) = factor(&input);
         let err = result.unwrap_err();
@@ -88,7 +97,7 @@ impl Write for ClosedAfter {
 #[test]
 fn the_cli_stops_quietly_when_its_reader_goes_away() {
     let _dog = watchdog("factor | head", 30);
-    let input: String = (1..=200_000u64).map(|n| format!("{n}\n")).collect();
+    let input = numbers(200_000);
     let report = factor::run(input.as_bytes(), ClosedAfter { room: 100 }).unwrap();
     assert!(report.stopped_early);
     assert!(report.totals().read < 200_000);

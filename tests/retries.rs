@@ -148,7 +148,12 @@ fn backoff_doubles_up_to_the_maximum() {
         StageOptions::new().retry(r),
     );
     p.collect([Call(0)]).unwrap();
-    let ms: Vec<u128> = gaps.lock().unwrap().iter().map(|g| g.as_millis()).collect();
+    let ms: Vec<u128> = gaps
+        .lock()
+        .unwrap()
+        .iter()
+        .map(std::time::Duration::as_millis)
+        .collect();
     // 10, 20, 40, then capped at 50 (allowing for sleep overshoot).
     assert_eq!(ms.len(), 4);
     for (got, want) in ms.iter().zip([10, 20, 40, 50]) {

@@ -174,9 +174,9 @@ fn handlers_get_items_that_borrow_and_batches_item_by_item() {
 
 #[test]
 fn a_handler_that_runs_its_pipeline_again_fails_that_run_instead_of_deadlocking() {
-    let _dog = watchdog_quiet("reentrant handler", 20);
     static PIPELINE: OnceLock<Pipeline<'static, u32, u32>> = OnceLock::new();
     static NESTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let _dog = watchdog_quiet("reentrant handler", 20);
     let p = PIPELINE.get_or_init(|| {
         Pipeline::new().stage_with(
             "even",

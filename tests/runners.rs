@@ -1,5 +1,9 @@
 //! Each runner delivers every item exactly once, with the ordering it promises.
 
+// Pedantic lints this test allows, and why:
+// - `unnecessary_wraps`: steps used as processors return `Result`, failing or not.
+#![allow(clippy::unnecessary_wraps)]
+
 mod common;
 
 use std::collections::HashSet;

@@ -1,6 +1,10 @@
 //! What users expect beyond the synthetic suites: pools that survive a cost shift, a clean
 //! early stop, per-run stage state, deadlines inside processors.
 
+// Pedantic lints this test allows, and why:
+// - `cast_possible_truncation`: small counts and indices (thousands) fit the narrower type.
+#![allow(clippy::cast_possible_truncation)]
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -330,9 +334,7 @@ fn tool(bad: u64, panics: bool) -> Pipeline<'static, String, u64> {
             Fifo::new(common::fallible(move |line: String, _: &Context| {
                 let n: u64 = line.parse()?;
                 if n == bad {
-                    if panics {
-                        panic!("injected: line {n}");
-                    }
+                    assert!(!panics, "injected: line {n}");
                     return Err(format!("line {n} is bad").into());
                 }
                 Ok(n)
@@ -364,7 +366,11 @@ fn an_error_in_an_ordered_pipeline_takes_effect_at_its_position() {
                 })
                 .unwrap_err();
             assert_eq!(written, 100_000, "panics: {panics}: {err}");
-            assert_eq!(err.stage().map(|s| s.name()), Some("parse"), "{err}");
+            assert_eq!(
+                err.stage().map(pipework::StageId::name),
+                Some("parse"),
+                "{err}"
+            );
             assert!(err.report().unwrap().totals().is_balanced());
         }
     }
@@ -446,7 +452,11 @@ fn a_later_stage_failing_on_an_earlier_item_wins() {
     for _ in 0..10 {
         let mut got = Vec::new();
         let err = p.run(0..1_000u64, &mut got).unwrap_err();
-        assert_eq!(err.stage().map(|s| s.name()), Some("second"), "{err}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("second"),
+            "{err}"
+        );
         assert_eq!(got.len(), 100);
         assert!(got.iter().copied().eq(0..100));
         let report = err.report().unwrap();
@@ -486,9 +496,7 @@ fn random_order_keeping_topologies_give_the_exact_prefix_before_a_failure() {
             let step = common::fallible(
                 move |x: u64, _: &Context| -> Result<u64, pipework::BoxError> {
                     if fails && x == bad {
-                        if panics {
-                            panic!("injected panic on {x}");
-                        }
+                        assert!(!panics, "injected panic on {x}");
                         return Err(format!("fails on {x}").into());
                     }
                     Ok(x)
@@ -511,7 +519,7 @@ fn random_order_keeping_topologies_give_the_exact_prefix_before_a_failure() {
         assert_eq!(got.len() as u64, bad, "{what}");
         assert!(got.iter().copied().eq(0..bad), "{what}");
         assert_eq!(
-            err.stage().map(|s| s.index()),
+            err.stage().map(pipework::StageId::index),
             Some(failing_stage),
             "{what}"
         );

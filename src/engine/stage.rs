@@ -142,7 +142,7 @@ where
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
-        (**self).start(stage)
+        (**self).start(stage);
     }
 }
 

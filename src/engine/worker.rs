@@ -372,38 +372,34 @@ where
         };
         self.settle_failed(items);
         let policy = self.policy;
-        match (kept, policy.route.as_deref()) {
-            (Some(unit), Some(route)) => {
-                self.local[Counter::Routed] += 1;
-                // The handler's call, made on the calling thread: typed here, where the
-                // stage's input type is known.
-                let stage = self.stage.id.clone();
-                let error: Arc<dyn std::error::Error + Send + Sync> = Arc::from(error);
-                let items = (how.into_items)(unit);
-                self.deliveries.send(
-                    Box::new(move || {
-                        for item in items {
-                            route.deliver(Failure::new(stage.clone(), Arc::clone(&error), item));
-                        }
-                    }),
-                    &self.run.token,
-                );
-                !self.cx.is_cancelled()
-            }
-            _ => {
-                let kind = ErrorKind::Stage {
-                    stage: self.stage.id.clone(),
-                    error,
-                };
-                if self.stage.deferred {
-                    self.hand_on_before_failing();
-                    self.run.fail_at(kind, self.stage.id.index() + 1);
-                } else {
-                    self.run.fail(kind);
-                }
-                false
-            }
+        if let (Some(unit), Some(route)) = (kept, policy.route.as_deref()) {
+            self.local[Counter::Routed] += 1;
+            // The handler's call, made on the calling thread: typed here, where the stage's
+            // input type is known.
+            let stage = self.stage.id.clone();
+            let error: Arc<dyn std::error::Error + Send + Sync> = Arc::from(error);
+            let items = (how.into_items)(unit);
+            self.deliveries.send(
+                Box::new(move || {
+                    for item in items {
+                        route.deliver(Failure::new(stage.clone(), Arc::clone(&error), item));
+                    }
+                }),
+                &self.run.token,
+            );
+            return !self.cx.is_cancelled();
         }
+        let kind = ErrorKind::Stage {
+            stage: self.stage.id.clone(),
+            error,
+        };
+        if self.stage.deferred {
+            self.hand_on_before_failing();
+            self.run.fail_at(kind, self.stage.id.index() + 1);
+        } else {
+            self.run.fail(kind);
+        }
+        false
     }
 
     /// Fails the run with a stage error (for instance when a worker cannot set itself up).

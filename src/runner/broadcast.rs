@@ -41,6 +41,7 @@ impl<'a, In, Out> Broadcast<'a, In, Out> {
     }
 
     /// Adds a branch.
+    #[must_use]
     pub fn branch<R>(mut self, runner: R) -> Self
     where
         R: StageRunner<In, Out> + 'a,
@@ -68,7 +69,11 @@ impl<In, Out> Default for Broadcast<'_, In, Out> {
 
 impl<In, Out> std::fmt::Debug for Broadcast<'_, In, Out> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kinds: Vec<_> = self.branches.iter().map(|b| b.kind()).collect();
+        let kinds: Vec<_> = self
+            .branches
+            .iter()
+            .map(|b| StageRunner::kind(&**b))
+            .collect();
         f.debug_struct("Broadcast")
             .field("branches", &kinds)
             .finish()

@@ -83,6 +83,7 @@ impl<M> Dynamic<M> {
     }
 
     /// How long a worker waits for work before it retires (`Duration::MAX`: never).
+    #[must_use]
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self
@@ -129,7 +130,7 @@ where
 
 /// What the workers of one run share.
 ///
-/// Two counts, both changed only by read-modify-writes (Ordering: AcqRel throughout, so
+/// Two counts, both changed only by read-modify-writes (Ordering: `AcqRel` throughout, so
 /// each bound holds by atomicity alone):
 /// - `places` bounds the workers at `max`: taken before a worker starts, given back only
 ///   after its `Worker` is gone, so the reported peak never exceeds `max`;

@@ -84,6 +84,7 @@ impl<M> Ordered<M> {
 
     /// How many finished chunks each worker may hold ahead of the slowest one (default 4).
     /// Zero, or more than 2^20 chunks over all workers, is a configuration error.
+    #[must_use]
     pub fn window(mut self, chunks: usize) -> Self {
         self.window = chunks;
         self
@@ -127,7 +128,7 @@ where
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
         stage.spawn_ordered(self.workers, self.window, move |w| {
-            run_with(&self.factory, w)
+            run_with(&self.factory, w);
         });
     }
 }

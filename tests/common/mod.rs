@@ -89,7 +89,9 @@ pub fn quiet_injected_panics() {
 /// guard for the whole test. Poisoning is ignored (a failed test already reported).
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs `f` and fails if it takes longer than `limit` (it may have been fast enough to
@@ -110,9 +112,7 @@ pub fn within<R>(limit: Duration, what: &str, f: impl FnOnce() -> R) -> R {
 
 /// Threads of this process, from /proc/self/task (Linux).
 pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir("/proc/self/task").map_or(0, std::iter::Iterator::count)
 }
 
 /// Waits up to a second for the thread count to drop to `baseline`; returns the last count.
