@@ -13,8 +13,11 @@ use crate::id::StageId;
 
 /// Per-stage options: failure handling, retries and input capacity.
 ///
-/// Pass them with [`Pipeline::stage_with`](crate::Pipeline::stage_with). `StageOptions` is
-/// `Copy` until it holds a failure handler (and `Clone` when the handler is).
+/// Pass them with [`Pipeline::stage_with`](crate::Pipeline::stage_with). `In` is the stage's
+/// input type and `H` its failure handler's: `StageOptions::new()` is a `StageOptions<In>`,
+/// and [`route_failures_to`](Self::route_failures_to) sets `H`, so neither is written out.
+/// `StageOptions` is `Copy` until it holds a failure handler (and `Clone` when the handler
+/// is).
 ///
 /// # Examples
 ///
@@ -316,6 +319,60 @@ impl<In: Clone, H> StageOptions<In, H> {
     ///
     /// Routed items count as failed and as routed in the report
     /// ([`StageReport::routed`](crate::StageReport::routed)).
+    ///
+    /// # Examples
+    ///
+    /// Per-run state goes through what the handler captures; it is shared by the runs, so
+    /// it must be `Send` — an `Rc` does not compile:
+    ///
+    /// ```compile_fail
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use pipework::{Failure, Fifo, Pipeline, StageOptions, try_map};
+    ///
+    /// let bad = Rc::new(RefCell::new(Vec::new()));
+    /// let seen = Rc::clone(&bad);
+    /// let pipeline = Pipeline::new().stage_with(
+    ///     "parse",
+    ///     Fifo::new(try_map(|s: String| s.parse::<u32>())),
+    ///     StageOptions::new().route_failures_to(move |f: Failure<String>| {
+    ///         seen.borrow_mut().push(f.into_item()); // `Rc` cannot be sent between threads
+    ///     }),
+    /// );
+    /// # pipeline.collect(["x".to_owned()]).unwrap();
+    /// ```
+    ///
+    /// A `Mutex` (or a channel) does:
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    /// use pipework::{Failure, Fifo, Pipeline, StageOptions, try_map};
+    ///
+    /// let bad = Mutex::new(Vec::new());
+    /// let pipeline = Pipeline::new().stage_with(
+    ///     "parse",
+    ///     Fifo::new(try_map(|s: String| s.parse::<u32>())),
+    ///     StageOptions::new().route_failures_to(|f: Failure<String>| {
+    ///         bad.lock().unwrap().push(f.into_item());
+    ///     }),
+    /// );
+    /// let (good, _) = pipeline.collect(["1", "x"].map(String::from)).unwrap();
+    /// assert_eq!(good, [1]);
+    /// assert_eq!(*bad.lock().unwrap(), ["x"]);
+    /// ```
+    ///
+    /// The stage's items must be `Clone` (the handler gets the input as it was):
+    ///
+    /// ```compile_fail
+    /// use pipework::{Failure, Fifo, Pipeline, StageOptions, map};
+    ///
+    /// struct Job(u32); // not Clone
+    /// let pipeline = Pipeline::new().stage_with(
+    ///     "id",
+    ///     Fifo::new(map(|j: Job| j.0)),
+    ///     StageOptions::new().route_failures_to(|f: Failure<Job>| eprintln!("{}", f.item().0)),
+    /// );
+    /// # pipeline.collect([Job(1)]).unwrap();
+    /// ```
     #[must_use]
     pub fn route_failures_to<G>(self, handler: G) -> StageOptions<In, G>
     where
