@@ -11,10 +11,15 @@
 //! whole batch takes about as long as its slowest task's path, 4 × 500 ms = 2 s, where doing
 //! one step at a time would take twelve minutes.
 
+// Pedantic lints this example allows, and why:
+// - `too_many_lines`: a long function is one scenario, read top to bottom.
+#![allow(clippy::too_many_lines)]
+
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use pipework::{BoxError, Context, Dynamic, Pipeline, StageOptions};
+use pipework::{BoxError, Dynamic, Failure, Pipeline, StageOptions, with_context};
 
 /// One task update of the request.
 #[derive(Debug, Clone)]
@@ -60,14 +65,14 @@ impl Options {
                 "--tasks" => {
                     o.tasks = value("--tasks")?
                         .parse()
-                        .map_err(|e| format!("--tasks: {e}"))?
+                        .map_err(|e| format!("--tasks: {e}"))?;
                 }
                 "--step-ms" => o.step = ms(value("--step-ms")?)?,
                 "--slow-ms" => o.slow = ms(value("--slow-ms")?)?,
                 "--slow-every" => {
                     o.slow_every = value("--slow-every")?
                         .parse()
-                        .map_err(|e| format!("--slow-every: {e}"))?
+                        .map_err(|e| format!("--slow-every: {e}"))?;
                 }
                 "--fail-id" => {
                     let v = value("--fail-id")?;
@@ -80,7 +85,7 @@ impl Options {
                 "--workers" => {
                     o.workers = value("--workers")?
                         .parse()
-                        .map_err(|e| format!("--workers: {e}"))?
+                        .map_err(|e| format!("--workers: {e}"))?;
                 }
                 "--timeout-ms" => o.timeout = Some(ms(value("--timeout-ms")?)?),
                 "--quiet" => o.quiet = true,
@@ -124,7 +129,7 @@ fn main() -> ExitCode {
     // client given a timeout, it waits no longer than the run has left (`--timeout-ms`).
     let step = |name: &'static str| {
         let opts = &opts;
-        move |task: Task, cx: &Context| -> Result<Task, BoxError> {
+        with_context(move |task: Task, cx| -> Result<Task, BoxError> {
             let latency = opts.latency(&task);
             let budget = cx.remaining().unwrap_or(latency);
             cx.sleep(latency.min(budget))?;
@@ -135,15 +140,21 @@ fn main() -> ExitCode {
                 return Err(format!("task {} has an empty title", task.id).into());
             }
             Ok(task)
-        }
+        })
     };
+    // Tasks that fail validation are set aside with the reason; the batch goes on.
+    let failed = Mutex::new(Vec::new());
     // A thousand I/O-bound workers per stage: small stacks start and stop faster.
     let pipeline = Pipeline::new()
         .stack_size(64 << 10)
         .stage_with(
             "validate",
             Dynamic::new(opts.workers, step("validate")),
-            StageOptions::new().route_failures(),
+            StageOptions::new().route_failures_to(|f: Failure<Task>| {
+                let reason = f.error().to_string();
+                let stage = f.stage().name().to_owned();
+                failed.lock().unwrap().push((f.into_item(), stage, reason));
+            }),
         )
         .stage("audit", Dynamic::new(opts.workers, step("audit")))
         .stage("update", Dynamic::new(opts.workers, step("update")))
@@ -169,30 +180,22 @@ fn main() -> ExitCode {
         .max()
         .unwrap_or_default();
 
-    let mut done = Vec::with_capacity(tasks.len());
-    let mut failed = Vec::new();
     let started = Instant::now();
     let mut job = pipeline.job();
     if let Some(limit) = opts.timeout {
         job = job.timeout(limit);
     }
-    let result = job
-        .on_failure(|f| {
-            let reason = f.error().to_string();
-            let stage = f.stage().name().to_owned();
-            let task = f.into_item::<Task>().expect("validate takes tasks");
-            failed.push((task, stage, reason));
-        })
-        .run(tasks, |t: Task| {
-            done.push(t.id);
-            Ok(())
-        });
+    let result = job.run_with(tasks, |updated| {
+        Ok(updated.map(|t| t.id).collect::<Vec<_>>())
+    });
     let wall = started.elapsed();
+    drop(pipeline);
+    let failed = failed.into_inner().unwrap();
 
-    let report = match result {
-        Ok(report) => report,
+    let (done, report) = match result {
+        Ok(done) => done,
         Err(e) => {
-            eprintln!("batch failed: {e}");
+            eprintln!("batch failed: {e:#}");
             if let Some(r) = e.report() {
                 eprintln!("{r}");
             }

@@ -10,11 +10,13 @@
 //! cargo run --release --example checksum -- ~/src
 //! ```
 
+use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
 
-use pipework::{BoxError, Context, Ordered, Pipeline, StageOptions, Stop};
+use pipework::{Failure, Ordered, Pipeline, StageOptions, runner, sink, try_map};
 use sha2::{Digest, Sha256};
 
 fn main() -> ExitCode {
@@ -50,59 +52,51 @@ pub fn run(dir: &Path, out: &mut impl Write, err: &mut impl Write) -> u8 {
 /// Hashes `files` in order, writing `digest  path` lines to `out` and one line per file that
 /// could not be read to `err`; returns how many could not be read.
 pub fn hash_files(files: Vec<PathBuf>, out: &mut impl Write, err: &mut impl Write) -> usize {
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Files that cannot be read are set aside, with the reason, and the run goes on.
+    let unreadable = Mutex::new(Vec::new());
     let pipeline = Pipeline::new().stage_with(
         "sha256",
-        Ordered::with_init(workers, |_: &Context| {
+        Ordered::with_init(runner::cores(), |_| {
             // Each worker reads through its own buffer.
             let mut buf = vec![0u8; 64 * 1024];
-            Ok(
-                move |path: PathBuf, _: &Context| -> Result<(String, PathBuf), BoxError> {
-                    let mut file = std::fs::File::open(&path)?;
-                    let mut hasher = Sha256::new();
-                    loop {
-                        let n = file.read(&mut buf)?;
-                        if n == 0 {
-                            break;
-                        }
-                        hasher.update(&buf[..n]);
+            Ok(try_map(move |path: PathBuf| -> io::Result<String> {
+                let mut file = std::fs::File::open(&path)?;
+                let mut hasher = Sha256::new();
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
                     }
-                    let digest = hasher.finalize();
-                    let hex = digest.iter().map(|b| format!("{b:02x}")).collect();
-                    Ok((hex, path))
-                },
-            )
+                    hasher.update(&buf[..n]);
+                }
+                let digest = hasher.finalize();
+                let hex = digest.iter().fold(String::new(), |mut hex, b| {
+                    let _ = write!(hex, "{b:02x}");
+                    hex
+                });
+                Ok(line(&hex, &path))
+            }))
         }),
-        StageOptions::new().route_failures(),
-    );
-    let mut failed = 0;
-    let mut out = io::BufWriter::new(out);
-    let result = pipeline
-        .job()
-        .on_failure(|f| {
-            failed += 1;
+        StageOptions::new().route_failures_to(|f: Failure<PathBuf>| {
             let reason = f.error().to_string();
-            let path = f.into_item::<PathBuf>().unwrap_or_default();
-            let _ = writeln!(err, "checksum: {}: {reason}", path.display());
-        })
-        .run(files, |(hex, path): (String, PathBuf)| {
-            // A reader that went away (`checksum DIR | head -1`) is a clean stop, as for
-            // sha256sum and grep.
-            writeln!(out, "{}", line(&hex, &path)).map_err(|e| match e.kind() {
-                io::ErrorKind::BrokenPipe => BoxError::from(Stop),
-                _ => e.into(),
-            })
-        });
-    if let Err(e) = result {
-        let _ = writeln!(err, "checksum: {e}");
-        failed += 1;
+            let mut unreadable = unreadable.lock().unwrap_or_else(PoisonError::into_inner);
+            unreadable.push((f.into_item(), reason));
+        }),
+    );
+    // A reader that went away (`checksum DIR | head -1`) is a clean stop for `sink::lines`,
+    // as for sha256sum and grep.
+    let result = pipeline.run(files, sink::lines(&mut *out));
+    drop(pipeline);
+    let unreadable = unreadable
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
+    for (path, reason) in &unreadable {
+        let _ = writeln!(err, "checksum: {}: {reason}", path.display());
     }
-    match out.flush() {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            let _ = writeln!(err, "checksum: cannot write the output: {e}");
-            failed += 1;
-        }
-        _ => {}
+    let mut failed = unreadable.len();
+    if let Err(e) = result {
+        let _ = writeln!(err, "checksum: {e:#}");
+        failed += 1;
     }
     failed
 }

@@ -16,17 +16,32 @@
 //! A worker restarted under the same `--consumer` name resumes the entries it had not
 //! acknowledged; entries a dead worker held are claimed by the others after `--min-idle-ms`.
 
+// Pedantic lints this example allows, and why:
+// - `cast_possible_truncation`: small counts and indices (thousands) fit the narrower type.
+// - `cast_precision_loss`: counts and nanoseconds far below 2^52 become `f64` rates.
+// - `items_after_statements`: helpers sit next to the one scenario that uses them.
+// - `needless_pass_by_value`: the option parser takes owned strings, as `args()` yields.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::items_after_statements,
+    clippy::needless_pass_by_value
+)]
+
 mod redis_streams;
 
+use std::fmt::Write as _;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pipework::{
-    Batch, BoxError, CancelToken, Context, Failure, Fifo, Fixed, Pipeline, StageOptions, source,
+    Batch, BoxError, CancelToken, Failure, Fifo, Fixed, Pipeline, StageOptions, map, source,
+    try_map,
 };
-use redis_streams::{Config, Entry, InFlight, Reply, Stats, StreamSink, StreamSource, Writer};
+use redis_streams::{
+    Config, Entry, InFlight, Reply, Stats, StreamSink, StreamSource, Writer, lock,
+};
 
 const USAGE: &str = "\
 usage: distributed [OPTIONS]                 run one worker
@@ -77,7 +92,7 @@ impl Options {
             stream: "pipework:jobs".into(),
             group: "pipework".into(),
             consumer: format!("worker-{}", std::process::id()),
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            threads: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
             rounds: 4000,
             count: 64,
             in_flight: 256,
@@ -175,7 +190,7 @@ fn main() -> ExitCode {
             while let Some(c) = cause {
                 // Skip causes that the message already spells out.
                 if !message.contains(&c.to_string()) {
-                    message.push_str(&format!(": {c}"));
+                    let _ = write!(message, ": {c}");
                 }
                 cause = c.source();
             }
@@ -214,7 +229,7 @@ fn decode(entry: Entry) -> Result<Job, BoxError> {
     })
 }
 
-/// One round of the SplitMix64 finaliser.
+/// One round of the `SplitMix64` finaliser.
 fn mix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -237,17 +252,23 @@ fn work(o: &Options) -> Result<(), BoxError> {
     let writer = Writer::open(config.clone(), in_flight, Arc::clone(&stats), token.clone())?;
 
     let (rounds, consumer) = (o.rounds, o.consumer.as_str());
+    let dead = Arc::clone(&writer);
     let pipeline = Pipeline::new()
         .stage_with(
             "decode",
-            Fifo::new(|entry: Entry, _: &Context| decode(entry)),
+            Fifo::new(try_map(decode)),
             // Undecodable entries go to the failure handler, then to the dead-letter stream.
-            StageOptions::new().route_failures(),
+            StageOptions::new().route_failures_to(move |failure: Failure<Entry>| {
+                let stage = failure.stage().name().to_owned();
+                let error = failure.error().to_string();
+                lock(&dead).dead_letter_or_stop(failure.item(), &stage, &error);
+            }),
         )
         .stage(
             "checksum",
-            Fixed::new(o.threads, move |job: Job, _: &Context| {
-                Ok(Reply {
+            Fixed::new(
+                o.threads,
+                map(move |job: Job| Reply {
                     entry: job.entry,
                     fields: vec![
                         ("job", job.id.to_string()),
@@ -256,8 +277,8 @@ fn work(o: &Options) -> Result<(), BoxError> {
                         ("rounds", rounds.to_string()),
                         ("consumer", consumer.to_owned()),
                     ],
-                })
-            }),
+                }),
+            ),
         )
         // Results are written and acknowledged a batch per transaction.
         .stage(
@@ -265,29 +286,17 @@ fn work(o: &Options) -> Result<(), BoxError> {
             Batch::new(
                 o.count,
                 Duration::from_millis(2),
-                |replies: Vec<Reply>, _: &Context| Ok(replies),
+                map(|replies: Vec<Reply>| replies),
             ),
         );
 
-    let dead = Rc::clone(&writer);
     let started = Instant::now();
     let run = pipeline
         .job()
         .cancel_token(&token)
-        .on_failure(move |failure: Failure| {
-            let stage = failure.stage().name().to_owned();
-            let error = failure.error().to_string();
-            match failure.into_item::<Entry>() {
-                Ok(entry) => dead
-                    .borrow_mut()
-                    .dead_letter_or_stop(&entry, &stage, &error),
-                // Only "decode" routes failures, and its items are entries.
-                Err(other) => unreachable!("a routed failure of another type: {other}"),
-            }
-        })
-        .run(source::custom(source), StreamSink(Rc::clone(&writer)));
+        .run(source::custom(source), StreamSink(Arc::clone(&writer)));
     // A failed dead-letter write cancelled the run: that error is the one to report.
-    if let Some(e) = writer.borrow_mut().take_error() {
+    if let Some(e) = lock(&writer).take_error() {
         return Err(e.into());
     }
     let report = run?;

@@ -9,10 +9,14 @@
 //! The progress callback runs on the calling thread, between sink calls, every 100 ms, with a
 //! snapshot of the report so far.
 
+// Pedantic lints this example allows, and why:
+// - `too_many_lines`: a long function is one scenario, read top to bottom.
+#![allow(clippy::too_many_lines)]
+
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use pipework::{Context, Dynamic, Fifo, Fixed, Pipeline, Report};
+use pipework::{Dynamic, Fifo, Fixed, Pipeline, Report, map, with_context};
 
 /// A record flowing through the pipeline.
 #[derive(Debug)]
@@ -31,40 +35,48 @@ fn main() {
     let pipeline = Pipeline::new()
         .stage(
             "parse",
-            Fixed::new(2, |id: u64, _: &Context| {
-                Ok(Record {
+            Fixed::new(
+                2,
+                map(|id: u64| Record {
                     id,
                     payload: id.to_le_bytes().repeat(8),
-                })
-            }),
+                }),
+            ),
         )
         .stage(
             "enrich",
             // An I/O call of 2 ms: the dynamic pool grows to keep up.
-            Dynamic::new(32, |mut r: Record, cx: &Context| {
-                cx.sleep(Duration::from_millis(2))?;
-                r.payload.push(1);
-                Ok(r)
-            }),
+            Dynamic::new(
+                32,
+                with_context(|mut r: Record, cx| {
+                    cx.sleep(Duration::from_millis(2)).map(|()| {
+                        r.payload.push(1);
+                        r
+                    })
+                }),
+            ),
         )
         .stage(
             "compress",
-            Fixed::new(2, |r: Record, _: &Context| {
-                // About 50 µs of CPU work per record.
-                let mut h = r.id;
-                for _ in 0..20_000 {
-                    h = h.rotate_left(5) ^ 0x9E37_79B9_7F4A_7C15;
-                }
-                Ok((r.id, h, r.payload.len()))
-            }),
+            Fixed::new(
+                2,
+                map(|r: Record| {
+                    // About 50 µs of CPU work per record.
+                    let mut h = r.id;
+                    for _ in 0..20_000 {
+                        h = h.rotate_left(5) ^ 0x9E37_79B9_7F4A_7C15;
+                    }
+                    (r.id, h, r.payload.len())
+                }),
+            ),
         )
         .stage(
             "write",
-            Fifo::new(|(id, h, len): (u64, u64, usize), cx: &Context| {
+            Fifo::new(with_context(|(id, h, len): (u64, u64, usize), cx| {
                 // A slow-ish writer: 150 µs per record. It is the bottleneck.
-                cx.sleep(Duration::from_micros(150))?;
-                Ok(id ^ h ^ len as u64)
-            }),
+                cx.sleep(Duration::from_micros(150))
+                    .map(|()| id ^ h ^ len as u64)
+            })),
         );
 
     let bars = MultiProgress::new();

@@ -87,14 +87,12 @@ impl CancelToken {
     ///
     /// Returns [`Cancelled`] when the token was cancelled before or during the sleep.
     pub fn sleep(&self, duration: Duration) -> Result<(), Cancelled> {
-        match Instant::now().checked_add(duration) {
-            Some(deadline) => self.sleep_until(deadline),
+        let Some(deadline) = Instant::now().checked_add(duration) else {
             // A sleep past the end of representable time lasts until cancellation.
-            None => {
-                let _ = self.inner.signal.recv();
-                Err(Cancelled)
-            }
-        }
+            let _ = self.inner.signal.recv();
+            return Err(Cancelled);
+        };
+        self.sleep_until(deadline)
     }
 
     /// Sleeps until `deadline`, or until the token is cancelled, whichever comes first.
@@ -185,11 +183,13 @@ pub struct Cancelled;
 /// # Examples
 ///
 /// ```
-/// use pipework::{Context, Fifo, Pipeline};
+/// use pipework::{with_context, BoxError, Fifo, Pipeline};
 ///
 /// let pipeline = Pipeline::new().stage(
 ///     "tag",
-///     Fifo::new(|x: u32, cx: &Context| Ok(format!("{}#{}:{x}", cx.stage_name(), cx.worker()))),
+///     Fifo::new(with_context(|x: u32, cx| {
+///         Ok::<_, BoxError>(format!("{}#{}:{x}", cx.stage_name(), cx.worker()))
+///     })),
 /// );
 /// let (out, _report) = pipeline.collect(1..=2).unwrap();
 /// assert_eq!(out, ["tag#0:1", "tag#0:2"]);
@@ -239,15 +239,19 @@ impl<'r> Context<'r> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use pipework::{Context, Fifo, Pipeline};
+    /// use pipework::{with_context, Fifo, Pipeline};
+    ///
+    /// /// A client call with a timeout of its own.
+    /// fn call(x: u32, timeout: Duration) -> std::io::Result<(u32, bool)> {
+    ///     Ok((x, timeout <= Duration::from_secs(5)))
+    /// }
     ///
     /// let pipeline = Pipeline::new().stage(
     ///     "call",
-    ///     Fifo::new(|x: u32, cx: &Context| {
-    ///         // A client call that must not outlive the run.
-    ///         let budget = cx.remaining().unwrap_or(Duration::from_secs(30));
-    ///         Ok((x, budget <= Duration::from_secs(5)))
-    ///     }),
+    ///     Fifo::new(with_context(|x: u32, cx| {
+    ///         // A call that must not outlive the run.
+    ///         call(x, cx.remaining().unwrap_or(Duration::from_secs(30)))
+    ///     })),
     /// );
     /// let (out, _) = pipeline.job().timeout(Duration::from_secs(5)).collect(0..1).unwrap();
     /// assert_eq!(out, [(0, true)]);

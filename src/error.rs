@@ -21,18 +21,33 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// the aborted run: what was done, how many further errors were suppressed, and where every
 /// item went. Only configuration errors, found before any thread starts, come without one.
 ///
+/// # Display and the error chain
+///
+/// `{}` prints this level only (`stage 0 (parse) failed`), and
+/// [`source`](std::error::Error::source) is the error of yours that caused it — the
+/// processor's, the source's or the sink's — so that error-chain printers (`anyhow`'s
+/// `{:#}`, `eyre`, …) show each level once. `{:#}` prints the whole chain on one line
+/// (`stage 0 (parse) failed: invalid digit found in string`), for a plain
+/// `eprintln!("error: {err:#}")`.
+///
+/// Your own error comes back with [`user_error`](Self::user_error) (whatever the kind),
+/// typed with [`downcast_ref`](Self::downcast_ref); [`is_broken_pipe`](Self::is_broken_pipe)
+/// says whether a reader went away.
+///
 /// # Examples
 ///
 /// ```
-/// use pipework::{BoxError, Context, ErrorKind, Fifo, Pipeline};
+/// use std::num::ParseIntError;
+/// use pipework::{try_map, ErrorKind, Fifo, Pipeline};
 ///
-/// let pipeline = Pipeline::new().stage(
-///     "parse",
-///     Fifo::new(|s: &str, _: &Context| s.parse::<u32>().map_err(BoxError::from)),
-/// );
+/// let pipeline = Pipeline::new().stage("parse", Fifo::new(try_map(|s: &str| s.parse::<u32>())));
 /// let err = pipeline.collect(["1", "x", "3"]).unwrap_err();
 /// assert!(matches!(err.kind(), ErrorKind::Stage { stage, .. } if stage.name() == "parse"));
-/// assert_eq!(err.to_string(), "stage 0 (parse) failed: invalid digit found in string");
+/// assert_eq!(err.stage().unwrap().name(), "parse");
+/// assert_eq!(err.to_string(), "stage 0 (parse) failed");
+/// assert_eq!(format!("{err:#}"), "stage 0 (parse) failed: invalid digit found in string");
+/// let parse_error: &ParseIntError = err.downcast_ref().unwrap();
+/// assert_eq!(parse_error.to_string(), "invalid digit found in string");
 /// let totals = err.report().unwrap().totals();
 /// assert_eq!(totals.failed, 1);
 /// assert_eq!(totals.read, totals.sunk + totals.failed + totals.cancelled);
@@ -72,29 +87,86 @@ impl Error {
     /// configuration errors.
     pub fn stage(&self) -> Option<&StageId> {
         match &self.kind {
-            ErrorKind::Stage { stage, .. } => Some(stage),
-            ErrorKind::Panic {
-                site: Site::Stage { stage, .. },
+            ErrorKind::Stage { stage, .. }
+            | ErrorKind::Panic {
+                site: Site::Stage { stage, .. } | Site::Start { stage },
                 ..
-            } => Some(stage),
-            ErrorKind::Panic {
-                site: Site::Start { stage },
-                ..
-            } => Some(stage),
-            ErrorKind::Runner { stage, .. } => Some(stage),
+            }
+            | ErrorKind::Runner { stage, .. } => Some(stage),
             ErrorKind::Config { stage, .. } => stage.as_ref(),
             _ => None,
         }
     }
 }
 
+impl Error {
+    /// The error of yours that caused this one: the processor's error of a
+    /// [`Stage`](ErrorKind::Stage) error, the source's of a [`Source`](ErrorKind::Source)
+    /// error, the sink's (or the `run_with` closure's) of a [`Sink`](ErrorKind::Sink)
+    /// error. `None` for the other kinds, which are pipework's own.
+    pub fn user_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match &self.kind {
+            ErrorKind::Stage { error, .. }
+            | ErrorKind::Source { error }
+            | ErrorKind::Sink { error } => Some(&**error),
+            _ => None,
+        }
+    }
+
+    /// Consumes the error, returning the error of yours that caused it (see
+    /// [`user_error`](Self::user_error)).
+    ///
+    /// # Errors
+    ///
+    /// Gives the error back when it has no error of yours inside.
+    pub fn into_user_error(self) -> Result<BoxError, Self> {
+        match self.kind {
+            ErrorKind::Stage { error, .. }
+            | ErrorKind::Source { error }
+            | ErrorKind::Sink { error } => Ok(error),
+            kind => Err(Error {
+                kind,
+                report: self.report,
+            }),
+        }
+    }
+
+    /// The error of yours that caused this one, if it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.user_error()?.downcast_ref()
+    }
+
+    /// Whether the run failed because a pipe's reader went away: an I/O error of kind
+    /// `BrokenPipe` anywhere in the chain of the error of yours. A command-line tool
+    /// treats it as a quiet end (`tool | head`); [`sink::lines`](crate::sink::lines)
+    /// already stops cleanly on it.
+    pub fn is_broken_pipe(&self) -> bool {
+        let mut next = self
+            .user_error()
+            .map(|e| e as &(dyn std::error::Error + 'static));
+        while let Some(error) = next {
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+}
+
+/// `{}`: this level only; `{:#}`: the whole chain, joined by `: `.
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.kind, f)?;
-        // The wrapped error is part of the one-line message, and also the `source()`,
-        // so that both `{}` and error-chain printers show it.
-        if let Some(source) = std::error::Error::source(&self.kind) {
-            write!(f, ": {source}")?;
+        if f.alternate() {
+            let mut next = std::error::Error::source(self);
+            while let Some(error) = next {
+                write!(f, ": {error}")?;
+                next = error.source();
+            }
         }
         Ok(())
     }
@@ -127,7 +199,8 @@ pub enum ErrorKind {
         #[source]
         error: BoxError,
     },
-    /// The sink returned an error.
+    /// The sink, or the closure given to [`run_with`](crate::Pipeline::run_with), returned
+    /// an error.
     #[error("sink failed")]
     Sink {
         /// The sink's error.
@@ -142,7 +215,8 @@ pub enum ErrorKind {
         /// The panic's message, when its payload was a string.
         message: String,
     },
-    /// A stage's runner broke its contract (see [`StageRunner`](crate::StageRunner)): for
+    /// A stage's runner broke its contract (see
+    /// [`StageRunner`](crate::runner::StageRunner)): for
     /// instance every thread of the stage ended while its input went on.
     #[error("{stage} runner failed: {message}")]
     Runner {
@@ -182,7 +256,7 @@ pub enum Site {
         /// The worker's index within the stage.
         worker: usize,
     },
-    /// In a runner's [`StageRunner::start`](crate::StageRunner::start).
+    /// In a runner's [`StageRunner::start`](crate::runner::StageRunner::start).
     Start {
         /// The stage.
         stage: StageId,
@@ -194,7 +268,8 @@ pub enum Site {
     Source,
     /// In the sink.
     Sink,
-    /// In the failure handler given to [`Job::on_failure`](crate::Job::on_failure).
+    /// In a stage's failure handler (see
+    /// [`StageOptions::route_failures_to`](crate::StageOptions::route_failures_to)).
     FailureHandler,
     /// In the progress callback given to [`Job::on_progress`](crate::Job::on_progress).
     Progress,

@@ -1,45 +1,71 @@
 //! Concurrent, bounded, staged pipelines on scoped OS threads, behind one blocking call.
 //!
 //! A [`Pipeline`] is a chain of stages. A run starts a thread for the source and the stages'
-//! workers inside [`std::thread::scope`], links them with bounded crossbeam channels, feeds
-//! the sink on the calling thread, and returns when every thread has been joined — or once
-//! the first error or panic has cancelled the rest and every thread has been joined.
+//! workers inside [`std::thread::scope`], links them with bounded crossbeam channels, hands
+//! the outputs to you on the calling thread, and returns when every thread has been joined —
+//! or once the first error or panic has cancelled the rest and every thread has been joined.
 //!
 //! # A first pipeline
 //!
+//! A stage is a name, a runner (how many threads) and a processor (what to do with each
+//! item). Closures become processors through [`map`], [`try_map`], [`filter_map`],
+//! [`flat_map`] and [`with_context`]:
+//!
 //! ```
-//! use pipework::{Context, Fifo, Fixed, Pipeline};
+//! use pipework::prelude::*;
 //!
 //! let pipeline = Pipeline::new()
-//!     .stage("square", Fixed::new(2, |x: u64, _: &Context| Ok(x * x)))
-//!     .stage("label", Fifo::new(|x: u64, _: &Context| Ok(format!("<{x}>"))));
+//!     .stage("parse", Fixed::new(2, try_map(|s: &str| s.parse::<u64>())))
+//!     .stage("square", Fixed::new(2, map(|x: u64| x * x)))
+//!     .stage("label", Fifo::new(map(|x: u64| format!("<{x}>"))));
 //!
-//! let mut out = Vec::new();
-//! let report = pipeline.run(1..=3, &mut out).unwrap();
+//! let (mut out, report) = pipeline.collect(["1", "2", "3"]).unwrap();
 //! out.sort();
 //! assert_eq!(out, ["<1>", "<4>", "<9>"]);
-//! assert_eq!(report.totals().sunk, 3);
+//! assert_eq!(report.stage("square").unwrap().emitted, 3);
+//! ```
+//!
+//! A closure that fails returns `Result<_, E>` for any error `E` that converts into
+//! [`BoxError`] (`std::io::Error`, a parse error, a `String`, …); [`with_context`]'s closure
+//! also gets the call's [`Context`] (stage, worker, cancellation, deadline), with no type
+//! annotation. See [`Processor`] for the table of forms.
+//!
+//! # Outputs: a sink, or an iterator
+//!
+//! [`Pipeline::run`] hands every output to a [`Sink`] — a closure, `&mut Vec`,
+//! [`sink::lines`] for a writer, your own type. [`Pipeline::run_with`] hands them to your
+//! closure as an iterator instead; stopping early is a clean stop. Both run on the thread
+//! that called them, so neither needs to be `Send`.
+//!
+//! ```
+//! use pipework::prelude::*;
+//!
+//! let pipeline = Pipeline::new().stage("cube", Ordered::new(2, map(|x: u64| x * x * x)));
+//! let (first, report) = pipeline
+//!     .run_with(0.., |outputs| Ok(outputs.skip_while(|&y| y < 1000).next()))
+//!     .unwrap();
+//! assert_eq!(first, Some(1000));
+//! assert!(report.stopped_early);
 //! ```
 //!
 //! # Stage runners
 //!
-//! How a stage spreads its work over threads is its [`StageRunner`]: [`Fifo`] (one worker,
-//! order kept), [`Fixed`] (n workers), [`Dynamic`] (workers spawned on demand up to a
-//! maximum), [`Ordered`] (n workers, order kept within a bounded window), [`Batch`] (items
-//! grouped into `Vec`s) and [`Broadcast`] (every item to every branch). The trait is public;
-//! see its documentation to write your own.
+//! How a stage spreads its work over threads is its runner: [`Fifo`] (one worker, order
+//! kept), [`Fixed`] (n workers; [`Fixed::per_core`]), [`Dynamic`] (workers spawned on
+//! demand up to a maximum), [`Ordered`] (n workers, order kept within a bounded window),
+//! [`Batch`] (items grouped into `Vec`s) and [`Broadcast`] (every item to every branch).
+//! [`runner::StageRunner`] is public; see the [`runner`] module to write your own.
 //!
 //! ```
 //! use std::time::Duration;
-//! use pipework::{Context, Dynamic, Fifo, Pipeline};
+//! use pipework::prelude::*;
 //!
 //! // I/O-bound calls on up to 100 threads, then back in one ordered stage.
 //! let pipeline = Pipeline::new()
-//!     .stage("fetch", Dynamic::new(100, |id: u32, cx: &Context| {
-//!         cx.sleep(Duration::from_millis(10))?; // a cancellable stand-in for I/O
-//!         Ok(id)
-//!     }))
-//!     .stage("count", Fifo::new(|_: u32, _: &Context| Ok(1u32)));
+//!     .stage("fetch", Dynamic::new(100, with_context(|id: u32, cx| {
+//!         cx.sleep(Duration::from_millis(10)).map(|()| id) // a cancellable stand-in for I/O
+//!     })))
+//!     .stage("count", Fifo::new(map(|_: u32| 1u32)));
 //! let (ones, _) = pipeline.collect(0..100).unwrap();
 //! assert_eq!(ones.iter().sum::<u32>(), 100);
 //! ```
@@ -50,14 +76,14 @@
 //! aborted run's [`Report`]. Panics are caught at the thread boundary.
 //!
 //! ```
-//! use pipework::{Context, ErrorKind, Fixed, Pipeline, Site};
+//! use pipework::{map, ErrorKind, Fixed, Pipeline, Site};
 //!
 //! let pipeline = Pipeline::new().stage(
 //!     "risky",
-//!     Fixed::new(2, |x: u32, _: &Context| {
+//!     Fixed::new(2, map(|x: u32| {
 //!         if x == 3 { panic!("three is right out") }
-//!         Ok(x)
-//!     }),
+//!         x
+//!     })),
 //! );
 //! # std::panic::set_hook(Box::new(|_| {}));
 //! let err = pipeline.run(0..10, |_| Ok(())).unwrap_err();
@@ -72,8 +98,8 @@
 //! ```
 //!
 //! A [`CancelToken`] cancels runs from any thread, [`Job::timeout`] bounds a run's time,
-//! [`StageOptions::route_failures`] sends the items a stage fails on to a handler instead of
-//! failing the run, [`StageOptions::retry`] retries [`Transient`] failures, and
+//! [`StageOptions::route_failures_to`] hands the items a stage fails on to a typed handler
+//! instead of failing the run, [`StageOptions::retry`] retries [`Transient`] failures, and
 //! [`Job::on_progress`] reports live progress.
 //!
 //! # Guarantees
@@ -85,22 +111,34 @@
 //!   counts the items a [`Batch`] combined with others).
 //! - Every queue is bounded: memory does not grow with the input's length.
 //! - The first error is returned; a panic never leaves a run hanging.
-//!
+//! - When every stage from a failing one to the sink keeps order, the failure takes effect
+//!   at its item's position: the outputs of every item before it reach the sink, nothing
+//!   after it does.
 //! - No runner, built-in or user-written, can hang a run, let a panic escape or unbalance
-//!   the report: see [`StageRunner`].
+//!   the report: see [`runner::StageRunner`].
 //!
 //! Out of scope: a panic in an item's `Drop` during unwinding aborts the process; a processor
 //! that never returns keeps its run from returning.
+//!
+//! # Where things are
+//!
+//! The crate's root holds what a pipeline is written with; [`prelude`] imports most of it
+//! at once. The modules hold the rest: [`processor`] (the processor types behind the
+//! closure functions, and [`processor::from_fn`]), [`source`] and [`sink`] (the ways in and
+//! out), and [`runner`] (the runner types, and the plumbing for writing your own:
+//! [`runner::StageRunner`], [`runner::StageHandle`], [`runner::Worker`], factories).
 //!
 //! # Architecture
 //!
 //! The modules form layers; each imports only from the layers below it:
 //!
+//! 0. `prelude`, which only re-exports;
 //! 1. `pipeline` (the typed definition, its validation, the call into the engine) and
 //!    `runner` (the built-in strategies: how many workers, which processor);
-//! 2. `engine`: one run — scope, threads, the source thread, the sink loop, the runner
-//!    contract ([`StageRunner`], [`StageHandle`]), the per-worker policy loop ([`Worker`]),
-//!    counters, join and report. Its invariants are written once, in its module docs;
+//! 2. `engine`: one run — scope, threads, the source thread, the calling thread's loop
+//!    (sink or iterator, failure handlers), the runner contract ([`runner::StageRunner`],
+//!    [`runner::StageHandle`]), the per-worker policy loop ([`runner::Worker`]), counters,
+//!    join and report. Its invariants are written once, in its module docs;
 //! 3. `policy`, `processor`, `source`, `sink`, `report`: what users supply or read;
 //! 4. `transport`: opaque edges (send or receive, or be woken by cancellation), the chunk-size
 //!    policy, inbox and outbox;
@@ -108,17 +146,24 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+// Getters and constructors are pure and cheap: a `#[must_use]` on each is noise (builder
+// methods that return `Self` are marked, as `clippy::return_self_not_must_use` asks).
+#![allow(clippy::must_use_candidate)]
+// The engine's short names (`token`, `taken`, `tx`, `rx`) are its vocabulary, similar by design.
+#![allow(clippy::similar_names)]
 
 // Layers, from the user's definition down (nothing imports upward):
-// pipeline, runner → engine → policy, processor, source, sink, report → transport
+// prelude → pipeline, runner → engine → policy, processor, source, sink, report → transport
 // → context, error, id.
+pub mod prelude;
+
 mod pipeline;
-mod runner;
+pub mod runner;
 
 mod engine;
 
 mod policy;
-mod processor;
+pub mod processor;
 mod report;
 pub mod sink;
 pub mod source;
@@ -130,14 +175,13 @@ mod error;
 mod id;
 
 pub use context::{CancelToken, Cancelled, Context};
-pub use engine::{Next, StageHandle, StageRunner, Worker};
 pub use error::{BoxError, Error, ErrorKind, Result, Site};
 pub use id::StageId;
 pub use pipeline::{Job, Pipeline};
 pub use policy::{Failure, Retry, StageOptions, Transient};
-pub use processor::{Emitter, FilterMap, FlatMap, Processor, filter_map, flat_map};
+pub use processor::{Emitter, Processor, filter_map, flat_map, map, try_map, with_context};
 pub use report::{Report, SinkReport, SourceReport, StageReport, Totals};
-pub use runner::{Batch, Broadcast, Cloned, Dynamic, Factory, Fifo, Fixed, Init, Ordered, PerRun};
+pub use runner::{Batch, Broadcast, Dynamic, Fifo, Fixed, Ordered};
 pub use sink::{Sink, Stop};
 pub use source::{IntoSource, Source};
 

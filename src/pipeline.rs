@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::context::CancelToken;
-use crate::engine::{JobOptions, Launcher, RunConfig, Segment, StageRunner, StageState, execute};
-use crate::error::{Error, ErrorKind};
+use crate::engine::{
+    JobOptions, Launcher, RunConfig, Segment, StageRunner, StageState, ToFn, ToSink, execute,
+};
+use crate::error::{BoxError, Error, ErrorKind};
 use crate::id::StageId;
 use crate::policy::{Failure, Policy, StageOptions};
 use crate::report::Report;
-use crate::sink::Sink;
+use crate::sink::{Outputs, Sink};
 use crate::source::IntoSource;
 use crate::transport::EdgeRx;
 use crate::transport::pace::DEFAULT_MAX_CHUNK;
@@ -38,11 +40,11 @@ pub(crate) const MAX_CAPACITY: usize = 1 << 20;
 /// # Examples
 ///
 /// ```
-/// use pipework::{Context, Fifo, Fixed, Pipeline};
+/// use pipework::{map, Fifo, Fixed, Pipeline};
 ///
 /// let pipeline = Pipeline::new()
-///     .stage("len", Fixed::new(2, |w: String, _: &Context| Ok((w.len(), w))))
-///     .stage("fmt", Fifo::new(|(n, w): (usize, String), _: &Context| Ok(format!("{w}:{n}"))));
+///     .stage("len", Fixed::new(2, map(|w: String| (w.len(), w))))
+///     .stage("fmt", Fifo::new(map(|(n, w): (usize, String)| format!("{w}:{n}"))));
 ///
 /// for _ in 0..3 {
 ///     let words = ["apple", "fig", "banana", "kiwi"].map(String::from);
@@ -77,8 +79,6 @@ pub(crate) struct StageMeta {
     pub(crate) capacity: Option<usize>,
     /// What `StageRunner::check` found wrong.
     problem: Option<String>,
-    /// Whether failed items go to the failure handler.
-    routes: bool,
 }
 
 impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
@@ -117,16 +117,18 @@ where
         self.stage_with(name, runner, StageOptions::new())
     }
 
-    /// Adds a stage with options: an error policy, an input capacity.
-    pub fn stage_with<U, R>(
+    /// Adds a stage with options: a failure handler, retries, an input capacity (see
+    /// [`StageOptions`]).
+    pub fn stage_with<U, R, H>(
         mut self,
         name: impl Into<String>,
         runner: R,
-        options: StageOptions<Out>,
+        options: StageOptions<Out, H>,
     ) -> Pipeline<'a, In, U>
     where
         U: Send + 'a,
         R: StageRunner<Out, U> + 'a,
+        H: FnMut(Failure<Out>) + Send + 'a,
     {
         let index = self.metas.len();
         self.metas.push(StageMeta {
@@ -135,13 +137,12 @@ where
             keeps_order: runner.keeps_order(),
             capacity: options.capacity,
             problem: runner.check().err(),
-            routes: options.policy.routes(),
         });
         Pipeline {
             chain: Box::new(Then {
                 prev: self.chain,
                 runner,
-                policy: options.policy,
+                policy: Policy::new(options),
                 index,
                 out: PhantomData,
             }),
@@ -155,6 +156,7 @@ where
     /// Sets the default capacity of every queue, in chunks (default 16). A queue holds at
     /// most `capacity × max_chunk` items, so memory stays bounded whatever the input's
     /// length. Zero, or more than 2^20, is a configuration error.
+    #[must_use]
     pub fn capacity(mut self, chunks: usize) -> Self {
         self.capacity = chunks;
         self
@@ -163,6 +165,7 @@ where
     /// Sets the largest number of items moved together between two threads (default 256).
     /// Chunks adapt to each stage's cost below this bound; 1 moves every item on its own.
     /// Zero is a configuration error.
+    #[must_use]
     pub fn max_chunk(mut self, items: usize) -> Self {
         self.max_chunk = items;
         self
@@ -191,8 +194,9 @@ where
     /// Runs the pipeline on `source`, giving every output to `sink`, and blocks until every
     /// thread of the run has been joined.
     ///
-    /// The sink runs on the calling thread. See [`job`](Self::job) for runs with a cancel
-    /// token, a time limit, a failure handler or progress reports.
+    /// The sink runs on the calling thread. See [`run_with`](Self::run_with) to read the
+    /// outputs as an iterator instead, and [`job`](Self::job) for runs with a cancel token,
+    /// a time limit or progress reports.
     ///
     /// # Errors
     ///
@@ -234,6 +238,52 @@ where
         self.job().run(source, sink)
     }
 
+    /// Runs the pipeline on `source` and gives its outputs to `consume` as an iterator,
+    /// on the calling thread; returns what `consume` returns, with the report.
+    ///
+    /// The iterator ([`Outputs`]) yields the outputs as the last stage emits them and ends
+    /// with them, or when the run fails (then `run_with` returns the error, not what
+    /// `consume` returned). Stop reading early — `take`, `find`, a `break`, a `?` — and the
+    /// run stops cleanly: the rest is cancelled and
+    /// [`Report::stopped_early`] is set. An error `consume` returns fails the run as a sink
+    /// error ([`ErrorKind::Sink`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pipework::{map, Ordered, Pipeline};
+    ///
+    /// let squares = Pipeline::new().stage("square", Ordered::new(2, map(|x: u64| x * x)));
+    ///
+    /// // The first three squares over 50: the run stops once it has them.
+    /// let (big, report) = squares
+    ///     .run_with(1..1_000_000u64, |outputs| Ok(outputs.filter(|&y| y > 50).take(3).collect::<Vec<_>>()))
+    ///     .unwrap();
+    /// assert_eq!(big, [64, 81, 100]);
+    /// assert!(report.stopped_early);
+    ///
+    /// // `?` and `try_for_each` work inside.
+    /// let mut text = String::new();
+    /// squares
+    ///     .run_with(1..=3, |mut outputs| {
+    ///         outputs.try_for_each(|y| std::fmt::Write::write_fmt(&mut text, format_args!("{y} ")))?;
+    ///         Ok(())
+    ///     })
+    ///     .unwrap();
+    /// assert_eq!(text, "1 4 9 ");
+    /// ```
+    pub fn run_with<S, R, F>(&self, source: S, consume: F) -> Result<(R, Report), Error>
+    where
+        S: IntoSource<In>,
+        F: FnOnce(Outputs<'_, Out>) -> Result<R, BoxError>,
+    {
+        self.job().run_with(source, consume)
+    }
+
     /// Runs the pipeline and collects its outputs in a `Vec`, in the order the sink got
     /// them.
     ///
@@ -249,7 +299,7 @@ where
         Ok((out, report))
     }
 
-    /// Starts configuring one run: cancel token, time limit, failure handler, progress.
+    /// Starts configuring one run: cancel token, time limit, progress.
     pub fn job(&self) -> Job<'_, 'a, '_, In, Out> {
         Job {
             pipeline: self,
@@ -288,7 +338,7 @@ where
     }
 
     /// Finds configuration errors before any thread starts.
-    pub(crate) fn validate(&self, has_failure_handler: bool) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         let config = |stage: Option<StageId>, message: String| {
             Error::new(ErrorKind::Config { stage, message }, None)
         };
@@ -318,14 +368,6 @@ where
                     format!("queue capacity must be between 1 and {MAX_CAPACITY} chunks"),
                 ));
             }
-            if meta.routes && !has_failure_handler {
-                return Err(config(
-                    id(),
-                    "the stage routes failures, but the run has no failure handler \
-                     (see Job::on_failure)"
-                        .into(),
-                ));
-            }
         }
         Ok(())
     }
@@ -352,14 +394,11 @@ impl<In, Out> std::fmt::Debug for Pipeline<'_, In, Out> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use pipework::{CancelToken, Context, ErrorKind, Fifo, Pipeline};
+/// use pipework::{with_context, CancelToken, ErrorKind, Fifo, Pipeline};
 ///
 /// let slow = Pipeline::new().stage(
 ///     "slow",
-///     Fifo::new(|x: u32, cx: &Context| {
-///         cx.sleep(Duration::from_secs(10))?;
-///         Ok(x)
-///     }),
+///     Fifo::new(with_context(|x: u32, cx| cx.sleep(Duration::from_secs(10)).map(|()| x))),
 /// );
 ///
 /// // A time limit.
@@ -383,7 +422,7 @@ pub struct Job<'p, 'a, 'h, In, Out> {
     parts: JobOptions<'h>,
 }
 
-impl<'p, 'a, 'h, In, Out> Job<'p, 'a, 'h, In, Out>
+impl<'a, 'h, In, Out> Job<'_, 'a, 'h, In, Out>
 where
     In: Send + 'a,
     Out: Send + 'a,
@@ -391,6 +430,7 @@ where
     /// Attaches the run to `token`: cancelling the token cancels the run, which returns
     /// [`ErrorKind::Cancelled`]. A token that is already cancelled fails the run before any
     /// thread starts.
+    #[must_use]
     pub fn cancel_token(mut self, token: &CancelToken) -> Self {
         self.parts.token = Some(token.clone());
         self
@@ -401,23 +441,16 @@ where
     /// the deadline through [`Context::deadline`](crate::Context::deadline) and
     /// [`Context::remaining`](crate::Context::remaining): a processor blocked in a call
     /// that ignores it delays `run`'s return until that call returns.
+    #[must_use]
     pub fn timeout(mut self, limit: Duration) -> Self {
         self.parts.timeout = Some(limit);
-        self
-    }
-
-    /// Sets the handler of the items that stages with
-    /// [`route_failures`](StageOptions::route_failures) failed on. It runs on the calling
-    /// thread, between sink calls; failures still queued when the run ends (even an aborted
-    /// one) are delivered before `run` returns.
-    pub fn on_failure(mut self, handler: impl FnMut(Failure) + 'h) -> Self {
-        self.parts.on_failure = Some(Box::new(handler));
         self
     }
 
     /// Calls `callback` on the calling thread about every `every` with a snapshot of the
     /// report so far: per-stage counts, busy and blocked times, and queue depths (in chunks,
     /// [`StageReport::queued`](crate::StageReport::queued)).
+    #[must_use]
     pub fn on_progress(mut self, every: Duration, callback: impl FnMut(&Report) + 'h) -> Self {
         self.parts.progress = Some((every, Box::new(callback)));
         self
@@ -434,9 +467,33 @@ where
         K: Sink<Out>,
     {
         let pipeline = self.pipeline;
-        pipeline.validate(self.parts.on_failure.is_some())?;
+        pipeline.validate()?;
         let config = pipeline.run_config(self.parts.token.clone(), self.parts.timeout);
-        execute(&*pipeline.chain, config, self.parts, source, sink)
+        execute(&*pipeline.chain, config, self.parts, source, ToSink(sink))
+            .map(|((), report)| report)
+    }
+
+    /// Runs the pipeline with these options, giving its outputs to `consume` as an
+    /// iterator. See [`Pipeline::run_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Pipeline::run`].
+    pub fn run_with<S, R, F>(self, source: S, consume: F) -> Result<(R, Report), Error>
+    where
+        S: IntoSource<In>,
+        F: FnOnce(Outputs<'_, Out>) -> Result<R, BoxError>,
+    {
+        let pipeline = self.pipeline;
+        pipeline.validate()?;
+        let config = pipeline.run_config(self.parts.token.clone(), self.parts.timeout);
+        execute(
+            &*pipeline.chain,
+            config,
+            self.parts,
+            source,
+            ToFn(Some(consume)),
+        )
     }
 
     /// Runs the pipeline with these options and collects its outputs in a `Vec`, in the
@@ -461,7 +518,6 @@ impl<In, Out> std::fmt::Debug for Job<'_, '_, '_, In, Out> {
             .field("pipeline", self.pipeline)
             .field("cancel_token", &self.parts.token)
             .field("timeout", &self.parts.timeout)
-            .field("on_failure", &self.parts.on_failure.is_some())
             .field("on_progress", &self.parts.progress.as_ref().map(|p| p.0))
             .finish()
     }
@@ -483,7 +539,7 @@ struct Then<'a, In, Mid, Out, R> {
     /// This stage's runner.
     runner: R,
     /// This stage's error policy.
-    policy: Policy<Mid>,
+    policy: Policy<'a, Mid>,
     /// This stage's position.
     index: usize,
     /// The stage's output type.

@@ -1,75 +1,148 @@
-//! What a stage does when its processor fails on an item: fail fast, or route the item to
-//! the run's failure handler and go on.
+//! What a stage does when its processor fails on an item: retry it, fail fast, or hand it
+//! to the stage's failure handler and go on.
 
-use std::any::Any;
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::ReentrantMutex;
 
 use crate::error::BoxError;
 use crate::id::StageId;
 
-/// Per-stage options: error policy, retries and input capacity.
+/// Per-stage options: failure handling, retries and input capacity.
 ///
-/// Pass them with [`Pipeline::stage_with`](crate::Pipeline::stage_with).
+/// Pass them with [`Pipeline::stage_with`](crate::Pipeline::stage_with). `In` is the stage's
+/// input type and `H` its failure handler's: `StageOptions::new()` is a `StageOptions<In>`,
+/// and [`route_failures_to`](Self::route_failures_to) sets `H`, so neither is written out.
+/// `StageOptions` is `Copy` until it holds a failure handler (and `Clone` when the handler
+/// is).
 ///
 /// # Examples
 ///
-/// Route the items a stage fails on to a handler instead of aborting the run:
+/// Hand the items a stage fails on to a handler instead of aborting the run:
 ///
 /// ```
-/// use pipework::{BoxError, Context, Fixed, Pipeline, StageOptions};
+/// use std::sync::Mutex;
+/// use pipework::{Failure, Fixed, Pipeline, StageOptions, try_map};
+///
+/// let bad = Mutex::new(Vec::new());
+/// let pipeline = Pipeline::new().stage_with(
+///     "parse",
+///     Fixed::new(2, try_map(|s: String| s.parse::<u32>())),
+///     StageOptions::new().route_failures_to(|f: Failure<String>| {
+///         bad.lock().unwrap().push(f.into_item());
+///     }),
+/// );
+/// let (mut good, report) = pipeline.collect(["1", "x", "3"].map(String::from)).unwrap();
+/// good.sort();
+/// assert_eq!(good, [1, 3]);
+/// assert_eq!(*bad.lock().unwrap(), ["x"]);
+/// assert_eq!(report.totals().routed, 1);
+/// ```
+///
+/// The handler must take the stage's input type: anything else does not compile.
+///
+/// ```compile_fail
+/// use pipework::{Failure, Fixed, Pipeline, StageOptions, try_map};
 ///
 /// let pipeline = Pipeline::new().stage_with(
 ///     "parse",
-///     Fixed::new(2, |s: String, _: &Context| s.parse::<u32>().map_err(BoxError::from)),
-///     StageOptions::new().route_failures(),
+///     Fixed::new(2, try_map(|s: String| s.parse::<u32>())),
+///     // The stage takes `String`s, not `u32`s.
+///     StageOptions::new().route_failures_to(|f: Failure<u32>| eprintln!("{f}")),
 /// );
-/// let mut bad = Vec::new();
-/// let mut good = Vec::new();
-/// let report = pipeline
-///     .job()
-///     .on_failure(|f| bad.push(f.into_item::<String>().unwrap()))
-///     .run(["1", "x", "3"].map(String::from), &mut good)
-///     .unwrap();
-/// good.sort();
-/// assert_eq!((good, bad), (vec![1, 3], vec!["x".to_owned()]));
-/// assert_eq!(report.totals().routed, 1);
+/// # pipeline.collect(["1".to_owned()]).unwrap();
 /// ```
-pub struct StageOptions<In> {
+///
+/// There is no routing without a handler: a stage either fails fast or names where its
+/// failures go.
+pub struct StageOptions<In, H = fn(Failure<In>)> {
     /// Capacity of the stage's input queue, in chunks; `None` takes the pipeline's.
     pub(crate) capacity: Option<usize>,
-    /// Set when failed items go to the failure handler.
-    pub(crate) policy: Policy<In>,
-}
-
-/// Turns a failed input into the `Any` a [`Failure`] carries.
-pub(crate) type Erase<T> = fn(T) -> Box<dyn Any + Send>;
-
-/// The typed part of a stage's error policy, built where `In` is known to be `Clone`.
-pub(crate) struct Policy<In> {
     /// Keeps a copy of the input while the processor runs, so that a failed input can be
-    /// retried or routed. `None` when the stage neither retries nor routes.
+    /// retried or handed to the failure handler. `None` when the stage neither retries nor
+    /// routes.
     pub(crate) keep: Option<fn(&In) -> In>,
-    /// Erases a kept input for the failure handler; `None` when the stage fails fast.
-    pub(crate) erase: Option<Erase<In>>,
-    /// Erases a kept batch of inputs (for batching stages); set with `erase`.
-    pub(crate) erase_batch: Option<Erase<Vec<In>>>,
     /// How failed items are retried.
     pub(crate) retry: Option<Retry>,
+    /// Where failed items go; `None` when the stage fails fast.
+    pub(crate) handler: Option<H>,
 }
 
-impl<In> Policy<In> {
-    pub(crate) fn fail_fast() -> Self {
-        Policy {
-            keep: None,
-            erase: None,
-            erase_batch: None,
-            retry: None,
+impl<In, H: Clone> Clone for StageOptions<In, H> {
+    fn clone(&self) -> Self {
+        StageOptions {
+            capacity: self.capacity,
+            keep: self.keep,
+            retry: self.retry,
+            handler: self.handler.clone(),
         }
     }
+}
 
+impl<In, H: Copy> Copy for StageOptions<In, H> {}
+
+/// A failure handler as the engine sees it: called on the calling thread of a run with a
+/// failed input of the stage.
+pub(crate) trait Route<In>: Send + Sync {
+    /// Calls the handler with `failure`.
+    fn deliver(&self, failure: Failure<In>);
+}
+
+/// A user's failure handler, shared by every run of the pipeline. Runs call it one at a
+/// time; a handler that (through a run of its own) calls itself again panics instead of
+/// deadlocking, and the panic fails that run.
+struct Handler<H>(ReentrantMutex<RefCell<H>>);
+
+impl<In, H> Route<In> for Handler<H>
+where
+    H: FnMut(Failure<In>) + Send,
+{
+    fn deliver(&self, failure: Failure<In>) {
+        let handler = self.0.lock();
+        let Ok(mut handler) = handler.try_borrow_mut() else {
+            panic!(
+                "a failure handler was called again while it was running \
+                 (does it run its own pipeline?)"
+            );
+        };
+        handler(failure);
+    }
+}
+
+/// The stage's error policy as the engine sees it: built once per stage, when the stage is
+/// added to the pipeline.
+pub(crate) struct Policy<'a, In> {
+    /// See [`StageOptions::keep`].
+    pub(crate) keep: Option<fn(&In) -> In>,
+    /// How failed items are retried.
+    pub(crate) retry: Option<Retry>,
+    /// The failure handler; `None` when the stage fails fast.
+    pub(crate) route: Option<Box<dyn Route<In> + 'a>>,
+}
+
+impl<'a, In: 'a> Policy<'a, In> {
+    /// The policy `options` describe.
+    pub(crate) fn new<H>(options: StageOptions<In, H>) -> Self
+    where
+        H: FnMut(Failure<In>) + Send + 'a,
+    {
+        Policy {
+            keep: options.keep,
+            retry: options.retry,
+            route: options.handler.map(|h| {
+                Box::new(Handler(ReentrantMutex::new(RefCell::new(h)))) as Box<dyn Route<In> + 'a>
+            }),
+        }
+    }
+}
+
+impl<In> Policy<'_, In> {
+    /// Whether failed items go to a handler.
     pub(crate) fn routes(&self) -> bool {
-        self.erase.is_some()
+        self.route.is_some()
     }
 }
 
@@ -87,18 +160,18 @@ impl<In> Policy<In> {
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
 /// use std::time::Duration;
-/// use pipework::{Context, Fifo, Pipeline, Retry, StageOptions, Transient};
+/// use pipework::{try_map, Fifo, Pipeline, Retry, StageOptions, Transient};
 ///
 /// let calls = AtomicU32::new(0);
 /// let flaky = Pipeline::new().stage_with(
 ///     "flaky",
-///     Fifo::new(|x: u32, _: &Context| {
+///     Fifo::new(try_map(|x: u32| {
 ///         // Fails twice, then works.
 ///         if calls.fetch_add(1, Ordering::Relaxed) < 2 {
-///             return Err(Transient::new("connection reset").into());
+///             return Err(Transient::new("connection reset"));
 ///         }
 ///         Ok(x)
-///     }),
+///     })),
 ///     StageOptions::new().retry(Retry::new(3).backoff(Duration::from_millis(1))),
 /// );
 /// let (out, report) = flaky.collect([7]).unwrap();
@@ -126,12 +199,14 @@ impl Retry {
     }
 
     /// The wait before the first retry; each further retry waits twice as long.
+    #[must_use]
     pub fn backoff(mut self, first: Duration) -> Self {
         self.backoff = first;
         self
     }
 
     /// The longest wait between two attempts.
+    #[must_use]
     pub fn max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
         self
@@ -194,46 +269,121 @@ pub(crate) fn unwrap_transient(error: BoxError) -> BoxError {
 }
 
 impl<In> StageOptions<In> {
-    /// Default options: fail fast, the pipeline's capacity.
+    /// Default options: fail fast, no retries, the pipeline's capacity.
     pub fn new() -> Self {
         StageOptions {
             capacity: None,
-            policy: Policy::fail_fast(),
+            keep: None,
+            retry: None,
+            handler: None,
         }
     }
+}
 
+impl<In, H> StageOptions<In, H> {
     /// Sets the capacity of this stage's input queue, in chunks (see
     /// [`Pipeline::capacity`](crate::Pipeline::capacity)). Zero, or more than 2^20, is a
     /// configuration error.
+    #[must_use]
     pub fn capacity(mut self, chunks: usize) -> Self {
         self.capacity = Some(chunks);
         self
     }
 }
 
-impl<In: Clone> StageOptions<In> {
+impl<In: Clone, H> StageOptions<In, H> {
     /// Retries the items the processor fails on with a [`Transient`] error, as `retry`
     /// says, before the stage's error policy applies. The stage keeps a clone of each input
     /// while it is processed, to have it for the next attempt.
+    #[must_use]
     pub fn retry(mut self, retry: Retry) -> Self {
-        self.policy.keep = Some(In::clone);
-        self.policy.retry = Some(retry);
+        self.keep = Some(In::clone);
+        self.retry = Some(retry);
         self
     }
-}
 
-impl<In: Clone + Send + 'static> StageOptions<In> {
-    /// Routes every item the processor fails on to the run's failure handler
-    /// ([`Job::on_failure`](crate::Job::on_failure)) and goes on with the next item.
+    /// Hands every item the processor fails on to `handler`, with the error and the stage,
+    /// and goes on with the next item, instead of failing the run.
     ///
-    /// The stage keeps a clone of each input while it is processed, so that the handler gets
-    /// the input as it was; stages that fail fast pay nothing. A run of a pipeline with such
-    /// a stage must be given a failure handler.
-    pub fn route_failures(mut self) -> Self {
-        self.policy.keep = Some(In::clone);
-        self.policy.erase = Some(|item| Box::new(item));
-        self.policy.erase_batch = Some(|batch| Box::new(batch));
-        self
+    /// The handler gets the input as it was (`Failure<In>`, typed: no downcast), so the
+    /// stage keeps a clone of each input while it is processed; stages that fail fast pay
+    /// nothing. It is part of the pipeline's definition: every run calls it, **on the
+    /// thread that called `run`** (between sink calls), one call at a time, and a run
+    /// returns only after every failure it routed was handed over — even an aborted run.
+    /// State of one run's own goes through what the handler captures (a `Mutex`, a
+    /// channel). A panic in the handler fails the run with
+    /// [`Site::FailureHandler`](crate::Site::FailureHandler).
+    ///
+    /// When a [`Batch`](crate::Batch) stage fails on a batch, the handler is called once
+    /// for each of its items, all with the batch's error.
+    ///
+    /// Routed items count as failed and as routed in the report
+    /// ([`StageReport::routed`](crate::StageReport::routed)).
+    ///
+    /// # Examples
+    ///
+    /// Per-run state goes through what the handler captures; it is shared by the runs, so
+    /// it must be `Send` — an `Rc` does not compile:
+    ///
+    /// ```compile_fail
+    /// use std::{cell::RefCell, rc::Rc};
+    /// use pipework::{Failure, Fifo, Pipeline, StageOptions, try_map};
+    ///
+    /// let bad = Rc::new(RefCell::new(Vec::new()));
+    /// let seen = Rc::clone(&bad);
+    /// let pipeline = Pipeline::new().stage_with(
+    ///     "parse",
+    ///     Fifo::new(try_map(|s: String| s.parse::<u32>())),
+    ///     StageOptions::new().route_failures_to(move |f: Failure<String>| {
+    ///         seen.borrow_mut().push(f.into_item()); // `Rc` cannot be sent between threads
+    ///     }),
+    /// );
+    /// # pipeline.collect(["x".to_owned()]).unwrap();
+    /// ```
+    ///
+    /// A `Mutex` (or a channel) does:
+    ///
+    /// ```
+    /// use std::sync::Mutex;
+    /// use pipework::{Failure, Fifo, Pipeline, StageOptions, try_map};
+    ///
+    /// let bad = Mutex::new(Vec::new());
+    /// let pipeline = Pipeline::new().stage_with(
+    ///     "parse",
+    ///     Fifo::new(try_map(|s: String| s.parse::<u32>())),
+    ///     StageOptions::new().route_failures_to(|f: Failure<String>| {
+    ///         bad.lock().unwrap().push(f.into_item());
+    ///     }),
+    /// );
+    /// let (good, _) = pipeline.collect(["1", "x"].map(String::from)).unwrap();
+    /// assert_eq!(good, [1]);
+    /// assert_eq!(*bad.lock().unwrap(), ["x"]);
+    /// ```
+    ///
+    /// The stage's items must be `Clone` (the handler gets the input as it was):
+    ///
+    /// ```compile_fail
+    /// use pipework::{Failure, Fifo, Pipeline, StageOptions, map};
+    ///
+    /// struct Job(u32); // not Clone
+    /// let pipeline = Pipeline::new().stage_with(
+    ///     "id",
+    ///     Fifo::new(map(|j: Job| j.0)),
+    ///     StageOptions::new().route_failures_to(|f: Failure<Job>| eprintln!("{}", f.item().0)),
+    /// );
+    /// # pipeline.collect([Job(1)]).unwrap();
+    /// ```
+    #[must_use]
+    pub fn route_failures_to<G>(self, handler: G) -> StageOptions<In, G>
+    where
+        G: FnMut(Failure<In>) + Send,
+    {
+        StageOptions {
+            capacity: self.capacity,
+            keep: Some(In::clone),
+            retry: self.retry,
+            handler: Some(handler),
+        }
     }
 }
 
@@ -243,30 +393,36 @@ impl<In> Default for StageOptions<In> {
     }
 }
 
-impl<In> fmt::Debug for StageOptions<In> {
+impl<In, H> fmt::Debug for StageOptions<In, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StageOptions")
             .field("capacity", &self.capacity)
-            .field("route_failures", &self.policy.routes())
-            .field("retry", &self.policy.retry)
-            .finish()
+            .field("retry", &self.retry)
+            .field("routes_failures", &self.handler.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-/// An item a stage failed on, routed to the run's failure handler.
+/// An item a stage failed on, handed to the stage's failure handler (see
+/// [`StageOptions::route_failures_to`]).
 ///
-/// The handler runs on the thread that called `run`, like the sink.
-pub struct Failure {
+/// `T` is the stage's input type: the handler gets the failed input itself, as it was
+/// before the processor took it.
+pub struct Failure<T> {
     /// The stage whose processor failed.
     stage: StageId,
-    /// The processor's error.
-    error: BoxError,
+    /// The processor's error (shared by the items of a failed batch).
+    error: Arc<dyn std::error::Error + Send + Sync + 'static>,
     /// The input, as it was before the processor took it.
-    item: Box<dyn Any + Send>,
+    item: T,
 }
 
-impl Failure {
-    pub(crate) fn new(stage: StageId, error: BoxError, item: Box<dyn Any + Send>) -> Self {
+impl<T> Failure<T> {
+    pub(crate) fn new(
+        stage: StageId,
+        error: Arc<dyn std::error::Error + Send + Sync + 'static>,
+        item: T,
+    ) -> Self {
         Failure { stage, error, item }
     }
 
@@ -280,39 +436,40 @@ impl Failure {
         &*self.error
     }
 
-    /// The failed input, if it is a `T` (the stage's input type).
-    pub fn item<T: 'static>(&self) -> Option<&T> {
-        self.item.downcast_ref()
+    /// The failed input.
+    pub fn item(&self) -> &T {
+        &self.item
     }
 
-    /// Takes the failed input out, if it is a `T`.
-    ///
-    /// # Errors
-    ///
-    /// Gives the failure back when the input is not a `T`.
-    pub fn into_item<T: 'static>(self) -> Result<T, Self> {
-        match self.item.downcast() {
-            Ok(item) => Ok(*item),
-            Err(item) => Err(Failure { item, ..self }),
-        }
+    /// Takes the failed input out.
+    pub fn into_item(self) -> T {
+        self.item
     }
 
-    /// Splits the failure into the stage, the error and the erased input.
-    pub fn into_parts(self) -> (StageId, BoxError, Box<dyn Any + Send>) {
+    /// Splits the failure into the stage, the error and the input.
+    pub fn into_parts(
+        self,
+    ) -> (
+        StageId,
+        Arc<dyn std::error::Error + Send + Sync + 'static>,
+        T,
+    ) {
         (self.stage, self.error, self.item)
     }
 }
 
-impl fmt::Debug for Failure {
+impl<T: fmt::Debug> fmt::Debug for Failure<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Failure")
             .field("stage", &self.stage)
             .field("error", &self.error)
-            .finish_non_exhaustive()
+            .field("item", &self.item)
+            .finish()
     }
 }
 
-impl fmt::Display for Failure {
+/// `stage 1 (parse) failed: invalid digit found in string`.
+impl<T> fmt::Display for Failure<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} failed: {}", self.stage, self.error)
     }

@@ -1,4 +1,8 @@
-//! The work a stage does on each item.
+//! The work a stage does on each item: the [`Processor`] trait, and the functions that make
+//! processors of closures ([`map`], [`try_map`], [`filter_map`], [`flat_map`],
+//! [`with_context`], [`from_fn`]).
+
+use std::fmt;
 
 use crate::context::{CancelToken, Context};
 use crate::error::BoxError;
@@ -9,16 +13,28 @@ use crate::transport::Outbox;
 /// A worker owns its processor (`&mut self`), so a processor may keep state without locks:
 /// a FIFO stage has one, a pool one per worker.
 ///
-/// Closures `FnMut(In, &Context) -> Result<Out, BoxError>` are processors that emit exactly
-/// one output; wrap a closure in [`filter_map`] to emit zero or one, or in [`flat_map`] to
-/// emit any number.
+/// Closures become processors through the functions of this module, which also re-exports
+/// them at the crate's root:
+///
+/// | closure | processor | outputs per input |
+/// |---|---|---|
+/// | `\|x\| y` | [`map`] | one |
+/// | `\|x\| -> Result<Y, E>` | [`try_map`] | one, or a failure |
+/// | `\|x\| -> Option<Y>` | [`filter_map`] | zero or one |
+/// | `\|x\| -> impl IntoIterator<Item = Y>` | [`flat_map`] | any number |
+/// | `\|x, cx\| -> Result<Y, E>` | [`with_context`] | one, or a failure; `cx` is the [`Context`] |
+/// | `\|x, cx, out\| -> Result<(), BoxError>` | [`from_fn`] | any number, through `out` |
+///
+/// `E` is any error that converts into [`BoxError`]: `std::io::Error`, a parse error, a
+/// `String`, your own error type. When nothing in the closure fixes it (it ends in
+/// `Ok(…)` and its errors come from `?`), name it: `Ok::<_, BoxError>(y)`, or write the
+/// closure as `|x| -> Result<_, BoxError> { … }`.
 ///
 /// # Errors
 ///
 /// An error fails the item. What happens next is the stage's policy (see
 /// [`StageOptions`](crate::StageOptions)): by default the run is cancelled and the error
-/// returned; with failure routing the input goes to the run's failure handler and the stage
-/// goes on.
+/// returned; with a failure handler the input goes to the handler and the stage goes on.
 ///
 /// # Examples
 ///
@@ -46,6 +62,23 @@ use crate::transport::Outbox;
 /// assert_eq!(words, ["a", "b", "c"]);
 /// assert_eq!(report.stages[0].filtered, 1); // the empty line emitted nothing
 /// ```
+///
+/// A closure is not a processor by itself; the compiler says which functions make one:
+///
+/// ```compile_fail
+/// use pipework::{Fifo, Pipeline};
+///
+/// let pipeline = Pipeline::new().stage("double", Fifo::new(|x: u32| x * 2));
+/// # pipeline.collect([1u32]).unwrap();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a processor from `{In}` to `{Out}`",
+    label = "not a processor of `{In}` items",
+    note = "a closure becomes a processor through `map(|x| …)`, `try_map(|x| … -> Result<_, E>)`, \
+            `filter_map(|x| … -> Option<_>)`, `flat_map(|x| … -> impl IntoIterator)` or \
+            `with_context(|x, cx| … -> Result<_, E>)`",
+    note = "a type becomes one by implementing `pipework::Processor<{In}, {Out}>`; a processor must be `Send`"
+)]
 pub trait Processor<In, Out>: Send {
     /// Processes one item, emitting its outputs through `out`.
     ///
@@ -60,9 +93,9 @@ pub trait Processor<In, Out>: Send {
     ) -> Result<(), BoxError>;
 }
 
-impl<In, Out, F> Processor<In, Out> for F
+impl<In, Out, P> Processor<In, Out> for &mut P
 where
-    F: FnMut(In, &Context<'_>) -> Result<Out, BoxError> + Send,
+    P: Processor<In, Out> + ?Sized,
 {
     #[inline]
     fn process(
@@ -71,8 +104,22 @@ where
         cx: &Context<'_>,
         out: &mut Emitter<'_, Out>,
     ) -> Result<(), BoxError> {
-        out.emit(self(item, cx)?);
-        Ok(())
+        (**self).process(item, cx, out)
+    }
+}
+
+impl<In, Out, P> Processor<In, Out> for Box<P>
+where
+    P: Processor<In, Out> + ?Sized,
+{
+    #[inline]
+    fn process(
+        &mut self,
+        item: In,
+        cx: &Context<'_>,
+        out: &mut Emitter<'_, Out>,
+    ) -> Result<(), BoxError> {
+        (**self).process(item, cx, out)
     }
 }
 
@@ -125,48 +172,150 @@ impl<'a, T> Emitter<'a, T> {
     }
 }
 
-impl<T> std::fmt::Debug for Emitter<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<T> fmt::Debug for Emitter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Emitter")
             .field("count", &self.count)
             .finish()
     }
 }
 
-/// A processor that emits zero or one output: `Ok(None)` drops the item (a filter).
+/// Writes the `Debug` of a processor made from a closure: its name, and not the closure.
+macro_rules! closure_debug {
+    ($($name:ident),*) => {$(
+        impl<F> fmt::Debug for $name<F> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
+        }
+    )*};
+}
+
+closure_debug!(Map, TryMap, FilterMap, FlatMap, WithContext, FromFn);
+
+/// A processor that maps each item to one output: `map(|x: u64| x * x)`.
 ///
 /// # Examples
 ///
 /// ```
-/// use pipework::{filter_map, Context, Fifo, Pipeline};
+/// use pipework::{map, Fixed, Pipeline};
+///
+/// let squares = Pipeline::new().stage("square", Fixed::new(2, map(|x: u64| x * x)));
+/// let (mut out, _) = squares.collect(1..=3).unwrap();
+/// out.sort();
+/// assert_eq!(out, [1, 4, 9]);
+/// ```
+pub fn map<In, Out, F>(f: F) -> Map<F>
+where
+    F: FnMut(In) -> Out + Send,
+{
+    Map(f)
+}
+
+/// The processor [`map`] returns.
+#[derive(Clone, Copy)]
+pub struct Map<F>(F);
+
+impl<In, Out, F> Processor<In, Out> for Map<F>
+where
+    F: FnMut(In) -> Out + Send,
+{
+    #[inline]
+    fn process(
+        &mut self,
+        item: In,
+        _: &Context<'_>,
+        out: &mut Emitter<'_, Out>,
+    ) -> Result<(), BoxError> {
+        out.emit((self.0)(item));
+        Ok(())
+    }
+}
+
+/// A processor that maps each item to one output or fails on it:
+/// `try_map(|s: String| s.parse::<u32>())`.
+///
+/// The closure returns `Result<Out, E>` for any error `E` that converts into [`BoxError`]
+/// (see [`Processor`] for when to name it).
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{try_map, ErrorKind, Fifo, Pipeline};
+///
+/// let parse = Pipeline::new().stage("parse", Fifo::new(try_map(|s: &str| s.parse::<u32>())));
+/// assert_eq!(parse.collect(["1", "2"]).unwrap().0, [1, 2]);
+/// let err = parse.collect(["1", "x"]).unwrap_err();
+/// assert!(matches!(err.kind(), ErrorKind::Stage { .. }));
+/// assert_eq!(err.user_error().unwrap().to_string(), "invalid digit found in string");
+/// ```
+pub fn try_map<In, Out, E, F>(f: F) -> TryMap<F>
+where
+    F: FnMut(In) -> Result<Out, E> + Send,
+    E: Into<BoxError>,
+{
+    TryMap(f)
+}
+
+/// The processor [`try_map`] returns.
+#[derive(Clone, Copy)]
+pub struct TryMap<F>(F);
+
+impl<In, Out, E, F> Processor<In, Out> for TryMap<F>
+where
+    F: FnMut(In) -> Result<Out, E> + Send,
+    E: Into<BoxError>,
+{
+    #[inline]
+    fn process(
+        &mut self,
+        item: In,
+        _: &Context<'_>,
+        out: &mut Emitter<'_, Out>,
+    ) -> Result<(), BoxError> {
+        out.emit((self.0)(item).map_err(Into::into)?);
+        Ok(())
+    }
+}
+
+/// A processor that emits zero or one output per item: `None` drops the item (a filter).
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{filter_map, Fifo, Pipeline};
 ///
 /// let evens = Pipeline::new().stage(
 ///     "evens",
-///     Fifo::new(filter_map(|x: u32, _: &Context| Ok((x % 2 == 0).then_some(x)))),
+///     Fifo::new(filter_map(|x: u32| (x % 2 == 0).then_some(x))),
 /// );
 /// let (out, report) = evens.collect(1..=6).unwrap();
 /// assert_eq!(out, [2, 4, 6]);
 /// assert_eq!(report.totals().filtered, 3);
 /// ```
-pub fn filter_map<F>(f: F) -> FilterMap<F> {
+pub fn filter_map<In, Out, F>(f: F) -> FilterMap<F>
+where
+    F: FnMut(In) -> Option<Out> + Send,
+{
     FilterMap(f)
 }
 
 /// The processor [`filter_map`] returns.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct FilterMap<F>(F);
 
 impl<In, Out, F> Processor<In, Out> for FilterMap<F>
 where
-    F: FnMut(In, &Context<'_>) -> Result<Option<Out>, BoxError> + Send,
+    F: FnMut(In) -> Option<Out> + Send,
 {
+    #[inline]
     fn process(
         &mut self,
         item: In,
-        cx: &Context<'_>,
+        _: &Context<'_>,
         out: &mut Emitter<'_, Out>,
     ) -> Result<(), BoxError> {
-        if let Some(v) = (self.0)(item, cx)? {
+        if let Some(v) = (self.0)(item) {
             out.emit(v);
         }
         Ok(())
@@ -178,37 +327,38 @@ where
 /// # Examples
 ///
 /// ```
-/// use pipework::{flat_map, Context, Fifo, Pipeline};
+/// use pipework::{flat_map, Fifo, Pipeline};
 ///
-/// let repeat = Pipeline::new().stage(
-///     "repeat",
-///     Fifo::new(flat_map(|x: usize, _: &Context| Ok(vec![x; x]))),
-/// );
+/// let repeat = Pipeline::new().stage("repeat", Fifo::new(flat_map(|x: usize| vec![x; x])));
 /// let (out, report) = repeat.collect(0..=3).unwrap();
 /// assert_eq!(out, [1, 2, 2, 3, 3, 3]);
 /// let totals = report.totals();
 /// assert_eq!((totals.filtered, totals.expanded), (1, 3));
 /// ```
-pub fn flat_map<F>(f: F) -> FlatMap<F> {
+pub fn flat_map<In, Out, I, F>(f: F) -> FlatMap<F>
+where
+    F: FnMut(In) -> I + Send,
+    I: IntoIterator<Item = Out>,
+{
     FlatMap(f)
 }
 
 /// The processor [`flat_map`] returns.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct FlatMap<F>(F);
 
 impl<In, Out, I, F> Processor<In, Out> for FlatMap<F>
 where
-    F: FnMut(In, &Context<'_>) -> Result<I, BoxError> + Send,
+    F: FnMut(In) -> I + Send,
     I: IntoIterator<Item = Out>,
 {
     fn process(
         &mut self,
         item: In,
-        cx: &Context<'_>,
+        _: &Context<'_>,
         out: &mut Emitter<'_, Out>,
     ) -> Result<(), BoxError> {
-        for v in (self.0)(item, cx)? {
+        for v in (self.0)(item) {
             // An endless expansion must not keep a cancelled run alive.
             if out.is_cancelled() {
                 break;
@@ -216,5 +366,106 @@ where
             out.emit(v);
         }
         Ok(())
+    }
+}
+
+/// A processor whose closure also gets the call's [`Context`] — the stage, the worker,
+/// cancellation and the run's deadline: `with_context(|id: u32, cx| …)`.
+///
+/// The closure returns `Result<Out, E>` for any error `E` that converts into [`BoxError`].
+/// The context needs no type annotation.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pipework::{with_context, Dynamic, Pipeline};
+///
+/// let fetch = Pipeline::new().stage(
+///     "fetch",
+///     Dynamic::new(16, with_context(|id: u32, cx| {
+///         // A stand-in for I/O that the run's cancellation cuts short.
+///         cx.sleep(Duration::from_millis(5)).map(|()| format!("{}: {id}", cx.stage_name()))
+///     })),
+/// );
+/// let (out, _) = fetch.collect([7]).unwrap();
+/// assert_eq!(out, ["fetch: 7"]);
+/// ```
+pub fn with_context<In, Out, E, F>(f: F) -> WithContext<F>
+where
+    F: FnMut(In, &Context<'_>) -> Result<Out, E> + Send,
+    E: Into<BoxError>,
+{
+    WithContext(f)
+}
+
+/// The processor [`with_context`] returns.
+#[derive(Clone, Copy)]
+pub struct WithContext<F>(F);
+
+impl<In, Out, E, F> Processor<In, Out> for WithContext<F>
+where
+    F: FnMut(In, &Context<'_>) -> Result<Out, E> + Send,
+    E: Into<BoxError>,
+{
+    #[inline]
+    fn process(
+        &mut self,
+        item: In,
+        cx: &Context<'_>,
+        out: &mut Emitter<'_, Out>,
+    ) -> Result<(), BoxError> {
+        out.emit((self.0)(item, cx).map_err(Into::into)?);
+        Ok(())
+    }
+}
+
+/// A processor written as one closure with the whole [`Processor::process`] signature:
+/// the item, the [`Context`] and the [`Emitter`], for any number of outputs with access to
+/// the context.
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{processor::from_fn, Fifo, Pipeline};
+///
+/// let words = Pipeline::new().stage(
+///     "words",
+///     Fifo::new(from_fn(|line: String, cx, out| {
+///         for word in line.split_whitespace() {
+///             if cx.is_cancelled() {
+///                 break;
+///             }
+///             out.emit(word.to_owned());
+///         }
+///         Ok(())
+///     })),
+/// );
+/// let (out, _) = words.collect(["a b".to_owned(), "c".to_owned()]).unwrap();
+/// assert_eq!(out, ["a", "b", "c"]);
+/// ```
+pub fn from_fn<In, Out, F>(f: F) -> FromFn<F>
+where
+    F: FnMut(In, &Context<'_>, &mut Emitter<'_, Out>) -> Result<(), BoxError> + Send,
+{
+    FromFn(f)
+}
+
+/// The processor [`from_fn`] returns.
+#[derive(Clone, Copy)]
+pub struct FromFn<F>(F);
+
+impl<In, Out, F> Processor<In, Out> for FromFn<F>
+where
+    F: FnMut(In, &Context<'_>, &mut Emitter<'_, Out>) -> Result<(), BoxError> + Send,
+{
+    #[inline]
+    fn process(
+        &mut self,
+        item: In,
+        cx: &Context<'_>,
+        out: &mut Emitter<'_, Out>,
+    ) -> Result<(), BoxError> {
+        (self.0)(item, cx, out)
     }
 }

@@ -72,7 +72,7 @@ pub struct SinkReport {
 pub struct StageReport {
     /// The stage's position and name.
     pub id: StageId,
-    /// The runner's kind, as [`StageRunner::kind`](crate::StageRunner::kind) gives it.
+    /// The runner's kind, as [`StageRunner::kind`](crate::runner::StageRunner::kind) gives it.
     pub kind: &'static str,
     /// The most workers that ran at once.
     pub peak_workers: usize,
@@ -183,6 +183,23 @@ impl Report {
         t
     }
 
+    /// The report of the stage named `name` (the first one, if several share it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pipework::{filter_map, Fifo, Pipeline};
+    ///
+    /// let pipeline = Pipeline::new().stage("odd", Fifo::new(filter_map(|x: u32| (x % 2 == 1).then_some(x))));
+    /// let (_, report) = pipeline.collect(0..10).unwrap();
+    /// let odd = report.stage("odd").unwrap();
+    /// assert_eq!((odd.received, odd.emitted, odd.filtered), (10, 5, 5));
+    /// assert!(report.stage("even").is_none());
+    /// ```
+    pub fn stage(&self, name: &str) -> Option<&StageReport> {
+        self.stages.iter().find(|s| s.id.name() == name)
+    }
+
     /// The stage whose workers spent the largest share of their time processing, if any
     /// stage did any work.
     pub fn bottleneck(&self) -> Option<&StageReport> {
@@ -194,6 +211,8 @@ impl Report {
 }
 
 impl fmt::Display for Report {
+    // One table: its column layout reads best in one place.
+    #[allow(clippy::too_many_lines)]
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bottleneck = self.bottleneck().map(|s| s.id.index());
         let name_width = self

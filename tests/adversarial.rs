@@ -2,6 +2,10 @@
 //! misbehaves at every site, extreme settings, concurrent runs of one definition.
 //! Each test names its finding.
 
+// Pedantic lints this test allows, and why:
+// - `items_after_statements`: helpers sit next to the one scenario that uses them.
+#![allow(clippy::items_after_statements)]
+
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,11 +31,14 @@ fn f01_a_dynamic_pool_that_retires_eagerly_never_stalls() {
     let _dog = watchdog("dynamic retire race", 120);
     let p = Pipeline::new().stage(
         "retiring",
-        Dynamic::new(1, |x: u64, _: &Context| {
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_micros(20) {}
-            Ok(x)
-        })
+        Dynamic::new(
+            1,
+            common::fallible(|x: u64, _: &Context| {
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_micros(20) {}
+                Ok(x)
+            }),
+        )
         .idle_timeout(Duration::ZERO),
     );
     for _ in 0..300 {
@@ -45,7 +52,10 @@ fn f01_a_dynamic_pool_that_retires_eagerly_never_stalls() {
 #[test]
 fn f02_a_slow_sink_in_one_run_does_not_hold_back_another_run() {
     let _dog = watchdog("fifo shared lock", 30);
-    let p = Pipeline::new().stage("fifo", Fifo::new(|x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "fifo",
+        Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     let b_done = AtomicBool::new(false);
     std::thread::scope(|s| {
         // Run A's sink waits until run B has finished: with a processor shared behind one
@@ -69,7 +79,10 @@ fn f02_a_slow_sink_in_one_run_does_not_hold_back_another_run() {
 #[test]
 fn f04_progress_every_duration_max_neither_panics_nor_hangs() {
     let _dog = watchdog("progress max", 20);
-    let p = Pipeline::new().stage("id", Fixed::new(2, |x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "id",
+        Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     let err = p
         .job()
         .timeout(Duration::from_millis(100))
@@ -83,7 +96,7 @@ fn f04_progress_every_duration_max_neither_panics_nor_hangs() {
 fn f05_f10_extreme_pool_sizes_are_configuration_errors() {
     let _dog = watchdog("extreme sizes", 20);
     let token = CancelToken::new();
-    let id = |x: u64, _: &Context| Ok(x);
+    let id = common::fallible(|x: u64, _: &Context| Ok(x));
     let cases: Vec<Pipeline<'_, u64>> = vec![
         Pipeline::new().stage("f", Fixed::new(usize::MAX, id)),
         Pipeline::new().stage("o", Ordered::new(usize::MAX, id)),
@@ -106,10 +119,7 @@ fn f06_an_endless_flat_map_stops_at_the_deadline() {
     let _dog = watchdog("endless flat_map", 20);
     let p = Pipeline::new().stage(
         "explode",
-        Fixed::new(
-            2,
-            flat_map(|_: u64, _: &Context| Ok(std::iter::repeat(0u8))),
-        ),
+        Fixed::new(2, flat_map(|_: u64| std::iter::repeat(0u8))),
     );
     let started = Instant::now();
     let err = p
@@ -130,9 +140,7 @@ impl Processor<u64, u64> for EmitThenPanic {
         for _ in 0..self.0 {
             out.emit(x);
         }
-        if x == 7 {
-            panic!("injected after emitting");
-        }
+        assert!(x != 7, "injected after emitting");
         Ok(())
     }
 }
@@ -160,9 +168,7 @@ struct BadClone(u64);
 
 impl Clone for BadClone {
     fn clone(&self) -> Self {
-        if self.0 == 5 {
-            panic!("injected clone");
-        }
+        assert!(self.0 != 5, "injected clone");
         BadClone(self.0)
     }
 }
@@ -173,14 +179,10 @@ fn f08_a_panicking_clone_of_a_kept_item_is_counted() {
     quiet_injected_panics();
     let p = Pipeline::new().stage_with(
         "route",
-        Fixed::new(2, |x: BadClone, _: &Context| Ok(x.0)),
-        StageOptions::new().route_failures(),
+        Fixed::new(2, common::fallible(|x: BadClone, _: &Context| Ok(x.0))),
+        StageOptions::new().route_failures_to(|_| {}),
     );
-    let err = p
-        .job()
-        .on_failure(|_| {})
-        .run((0..50).map(BadClone), |_| Ok(()))
-        .unwrap_err();
+    let err = p.run((0..50).map(BadClone), |_| Ok(())).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Panic { .. }), "{err}");
     assert!(err.report().unwrap().totals().is_balanced());
 }
@@ -190,9 +192,7 @@ struct DropBomb(&'static AtomicBool);
 
 impl Drop for DropBomb {
     fn drop(&mut self) {
-        if self.0.swap(false, Ordering::SeqCst) {
-            panic!("injected drop");
-        }
+        assert!(!self.0.swap(false, Ordering::SeqCst), "injected drop");
     }
 }
 
@@ -205,20 +205,23 @@ fn f09_f11_a_panicking_drop_of_a_leftover_item_is_reported_and_counted() {
         let p = Pipeline::new()
             .stage(
                 "arm",
-                Fixed::new(2, |x: u64, _: &Context| {
-                    if x == 100 {
-                        ARMED.store(true, Ordering::SeqCst);
-                        return Err("injected failure".into());
-                    }
-                    Ok(DropBomb(&ARMED))
-                }),
+                Fixed::new(
+                    2,
+                    common::fallible(|x: u64, _: &Context| {
+                        if x == 100 {
+                            ARMED.store(true, Ordering::SeqCst);
+                            return Err("injected failure".into());
+                        }
+                        Ok(DropBomb(&ARMED))
+                    }),
+                ),
             )
             .stage(
                 "slow",
-                Fifo::new(|b: DropBomb, cx: &Context| {
+                Fifo::new(common::fallible(|b: DropBomb, cx: &Context| {
                     cx.sleep(Duration::from_millis(1))?;
                     Ok(b)
-                }),
+                })),
             );
         let err = p.run(0..10_000u64, |_| Ok(())).unwrap_err();
         let report = err.report().unwrap();
@@ -239,7 +242,10 @@ impl Drop for PanickyDrop {
 fn f12_f13_panicking_drops_of_sink_handler_progress_and_source_are_errors() {
     let _dog = watchdog("user drops", 20);
     quiet_injected_panics();
-    let p = Pipeline::new().stage("id", Fixed::new(2, |x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "id",
+        Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     // The sink.
     let guard = PanickyDrop;
     let err = p
@@ -300,7 +306,7 @@ fn f14_an_idle_timeout_of_duration_max_means_never_retire() {
     let _dog = watchdog("idle max", 20);
     let p = Pipeline::new().stage(
         "d",
-        Dynamic::new(4, |x: u64, _: &Context| Ok(x)).idle_timeout(Duration::MAX),
+        Dynamic::new(4, common::fallible(|x: u64, _: &Context| Ok(x))).idle_timeout(Duration::MAX),
     );
     let (out, _) = p.collect(0..1_000u64).unwrap();
     assert_eq!(out.len(), 1_000);
@@ -314,10 +320,13 @@ fn f15_cancelling_a_token_a_processor_waits_on_returns_cancelled() {
         let waits_on = token.clone();
         let p = Pipeline::new().stage(
             "wait",
-            Fixed::new(4, move |x: u64, _: &Context| {
-                waits_on.sleep(Duration::from_secs(10))?;
-                Ok(x)
-            }),
+            Fixed::new(
+                4,
+                common::fallible(move |x: u64, _: &Context| {
+                    waits_on.sleep(Duration::from_secs(10))?;
+                    Ok(x)
+                }),
+            ),
         );
         let canceller = token.clone();
         let t = std::thread::spawn(move || {
@@ -354,10 +363,7 @@ fn f17_an_ordered_one_to_many_stage_keeps_memory_bounded() {
     }
     let p = Pipeline::new().stage(
         "expand",
-        Ordered::new(
-            2,
-            flat_map(|_: u64, _: &Context| Ok((0..200_000).map(|_| Counted::new()))),
-        ),
+        Ordered::new(2, flat_map(|_: u64| (0..200_000).map(|_| Counted::new()))),
     );
     let mut seen = 0u64;
     p.run(0..4u64, |_c: Counted| {
@@ -379,7 +385,7 @@ fn f18_a_pre_cancelled_token_starts_no_thread() {
         "init",
         Fixed::with_init(8, |_: &Context| {
             inits.fetch_add(1, Ordering::SeqCst);
-            Ok(|x: u64, _: &Context| Ok::<_, BoxError>(x))
+            Ok(common::fallible(|x: u64, _: &Context| Ok(x)))
         }),
     );
     let token = CancelToken::new();
@@ -398,16 +404,19 @@ fn f19_an_independent_error_after_cancellation_is_a_suppressed_error() {
     let _dog = watchdog("late error", 20);
     let p = Pipeline::new().stage(
         "late",
-        Fixed::new(2, |x: u64, cx: &Context| {
-            if x == 1 {
-                // Wait for the sink's error to cancel the run, then fail on our own.
-                while !cx.is_cancelled() {
-                    std::thread::sleep(Duration::from_millis(1));
+        Fixed::new(
+            2,
+            common::fallible(|x: u64, cx: &Context| {
+                if x == 1 {
+                    // Wait for the sink's error to cancel the run, then fail on our own.
+                    while !cx.is_cancelled() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    return Err("independent failure".into());
                 }
-                return Err("independent failure".into());
-            }
-            Ok(x)
-        }),
+                Ok(x)
+            }),
+        ),
     );
     let err = p
         .run(0..2u64, |x| {
@@ -438,7 +447,10 @@ fn f20_a_deadline_during_finish_does_not_fail_finished_work() {
             Ok(())
         }
     }
-    let p = Pipeline::new().stage("id", Fifo::new(|x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "id",
+        Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     let report = p
         .job()
         .timeout(Duration::from_millis(50))
@@ -455,13 +467,16 @@ fn f24_no_retry_attempt_starts_after_cancellation() {
     let token = CancelToken::new();
     let p = Pipeline::new().stage_with(
         "flaky",
-        Fixed::new(4, |x: u64, cx: &Context| {
-            if cx.is_cancelled() {
-                late_attempts.fetch_add(1, Ordering::SeqCst);
-            }
-            let _ = cancelled_at.load(Ordering::SeqCst);
-            Err::<u64, _>(pipework::Transient::new(format!("try again {x}")).into())
-        }),
+        Fixed::new(
+            4,
+            common::fallible(|x: u64, cx: &Context| {
+                if cx.is_cancelled() {
+                    late_attempts.fetch_add(1, Ordering::SeqCst);
+                }
+                let _ = cancelled_at.load(Ordering::SeqCst);
+                Err::<u64, _>(pipework::Transient::new(format!("try again {x}")).into())
+            }),
+        ),
         StageOptions::new().retry(pipework::Retry::new(1_000).backoff(Duration::from_micros(50))),
     );
     let canceller = token.clone();
@@ -483,7 +498,10 @@ fn f24_no_retry_attempt_starts_after_cancellation() {
 #[test]
 fn f10_a_stage_name_with_a_nul_byte_runs() {
     let _dog = watchdog("nul name", 20);
-    let p = Pipeline::new().stage("bad\0name", Fixed::new(2, |x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "bad\0name",
+        Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     let (out, report) = p.collect(0..10u64).unwrap();
     assert_eq!(out.len(), 10);
     assert_eq!(report.stages[0].id.name(), "bad\0name");

@@ -5,6 +5,11 @@
 //!
 //! The tests of this file are serialised, so that the process's thread count is theirs.
 
+// Pedantic lints this test allows, and why:
+// - `too_many_lines`: a long function is one scenario, read top to bottom.
+// - `unnecessary_wraps`: steps used as processors return `Result`, failing or not.
+#![allow(clippy::too_many_lines, clippy::unnecessary_wraps)]
+
 mod common;
 
 use std::sync::Arc;
@@ -13,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::{RUN_LIMIT, Watchdog, serial_test, settle_threads};
 use pipework::{
-    Batch, BoxError, Broadcast, CancelToken, Context, Dynamic, Error, ErrorKind, Fifo, Fixed,
-    Ordered, Pipeline, Report, Site, StageOptions, StageRunner, source,
+    Batch, BoxError, Broadcast, CancelToken, Context, Dynamic, Error, ErrorKind, Failure, Fifo,
+    Fixed, Ordered, Pipeline, Report, Site, StageOptions, runner::StageRunner, source,
 };
 
 /// Items per run.
@@ -112,9 +117,7 @@ fn fail_first(x: Counted, _: &Context<'_>) -> Result<Counted, BoxError> {
 }
 
 fn panic_first(x: Counted, _: &Context<'_>) -> Result<Counted, BoxError> {
-    if x.id == 0 {
-        panic!("injected panic on the first item");
-    }
+    assert!(x.id != 0, "injected panic on the first item");
     Ok(x)
 }
 
@@ -135,11 +138,15 @@ fn batch(step: Step) -> impl StageRunner<Counted, Counted> {
     Batch::new(
         4,
         Duration::from_millis(1),
-        pipework::flat_map(move |batch: Vec<Counted>, cx: &Context<'_>| {
-            batch
+        pipework::processor::from_fn(move |batch: Vec<Counted>, cx, out| {
+            for item in batch
                 .into_iter()
                 .map(|x| step(x, cx))
-                .collect::<Result<Vec<_>, _>>()
+                .collect::<Result<Vec<_>, _>>()?
+            {
+                out.emit(item);
+            }
+            Ok(())
         }),
     )
 }
@@ -154,21 +161,21 @@ const RUNNERS_WITH_DYNAMIC: [&str; 2] = ["dynamic", "broadcast with a dynamic br
 fn one_stage(kind: &str, step: Step) -> Pipeline<'static, Counted> {
     let p = Pipeline::new();
     match kind {
-        "fifo" => p.stage("first", Fifo::new(step)),
-        "fixed" => p.stage("first", Fixed::new(3, step)),
-        "dynamic" => p.stage("first", Dynamic::new(4, step)),
-        "ordered" => p.stage("first", Ordered::new(2, step).window(1)),
+        "fifo" => p.stage("first", Fifo::new(common::fallible(step))),
+        "fixed" => p.stage("first", Fixed::new(3, common::fallible(step))),
+        "dynamic" => p.stage("first", Dynamic::new(4, common::fallible(step))),
+        "ordered" => p.stage("first", Ordered::new(2, common::fallible(step)).window(1)),
         "broadcast" => p.stage(
             "first",
             Broadcast::new()
-                .branch(Fifo::new(step))
-                .branch(Fixed::new(2, step)),
+                .branch(Fifo::new(common::fallible(step)))
+                .branch(Fixed::new(2, common::fallible(step))),
         ),
         "broadcast with a dynamic branch" => p.stage(
             "first",
             Broadcast::new()
-                .branch(Fifo::new(step))
-                .branch(Dynamic::new(2, step)),
+                .branch(Fifo::new(common::fallible(step)))
+                .branch(Dynamic::new(2, common::fallible(step))),
         ),
         "batch" => p.stage("first", batch(step)),
         other => unreachable!("{other}"),
@@ -210,8 +217,8 @@ fn assert_config(
     let err = result.as_ref().expect_err(name);
     match err.kind() {
         ErrorKind::Config { stage: at, message } => {
-            assert_eq!(at.as_ref().map(|s| s.name()), stage, "{name}");
-            assert_eq!(err.stage().map(|s| s.name()), stage, "{name}");
+            assert_eq!(at.as_ref().map(pipework::StageId::name), stage, "{name}");
+            assert_eq!(err.stage().map(pipework::StageId::name), stage, "{name}");
             assert!(
                 message.contains(says),
                 "{name}: {message:?} does not say {says:?}"
@@ -230,7 +237,7 @@ fn assert_config(
 fn smoke() {
     let _t = serial_test("smoke", 60);
     let book = Book::new();
-    let p = Pipeline::new().stage("first", Fixed::new(0, pass as Step));
+    let p = Pipeline::new().stage("first", Fixed::new(0, common::fallible(pass as Step)));
     let result = p.run(book.items(), |_| Ok(()));
     assert_config("smoke", &result, &book, Some("first"), "worker");
     book.assert_each_dropped_once("smoke");
@@ -247,27 +254,27 @@ fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
     let configs: Vec<(&str, Pipeline<'static, Counted>, Option<&str>, &str)> = vec![
         (
             "a fixed pool of zero workers",
-            Pipeline::new().stage("first", Fixed::new(0, step)),
+            Pipeline::new().stage("first", Fixed::new(0, common::fallible(step))),
             Some("first"),
             "worker",
         ),
         (
             "a dynamic pool of at most zero workers",
             Pipeline::new()
-                .stage("first", Fifo::new(step))
-                .stage("second", Dynamic::new(0, step)),
+                .stage("first", Fifo::new(common::fallible(step)))
+                .stage("second", Dynamic::new(0, common::fallible(step))),
             Some("second"),
             "worker",
         ),
         (
             "an ordered pool of zero workers",
-            Pipeline::new().stage("first", Ordered::new(0, step)),
+            Pipeline::new().stage("first", Ordered::new(0, common::fallible(step))),
             Some("first"),
             "worker",
         ),
         (
             "an ordered pool with a window of zero",
-            Pipeline::new().stage("first", Ordered::new(2, step).window(0)),
+            Pipeline::new().stage("first", Ordered::new(2, common::fallible(step)).window(0)),
             Some("first"),
             "window",
         ),
@@ -278,9 +285,11 @@ fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
                 Batch::new(
                     0,
                     Duration::from_millis(1),
-                    |b: Vec<Counted>, _: &Context<'_>| -> Result<Counted, BoxError> {
-                        Ok(b.into_iter().next().expect("a batch"))
-                    },
+                    common::fallible(
+                        |b: Vec<Counted>, _: &Context<'_>| -> Result<Counted, BoxError> {
+                            Ok(b.into_iter().next().expect("a batch"))
+                        },
+                    ),
                 ),
             ),
             Some("first"),
@@ -297,39 +306,37 @@ fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
             Pipeline::new().stage(
                 "first",
                 Broadcast::new()
-                    .branch(Fifo::new(step))
-                    .branch(Fixed::new(0, step)),
+                    .branch(Fifo::new(common::fallible(step)))
+                    .branch(Fixed::new(0, common::fallible(step))),
             ),
             Some("first"),
             "branch 1",
         ),
         (
             "a capacity of zero",
-            Pipeline::new().capacity(0).stage("first", Fifo::new(step)),
+            Pipeline::new()
+                .capacity(0)
+                .stage("first", Fifo::new(common::fallible(step))),
             None,
             "capacity",
         ),
         (
             "chunks of zero items",
-            Pipeline::new().max_chunk(0).stage("first", Fifo::new(step)),
+            Pipeline::new()
+                .max_chunk(0)
+                .stage("first", Fifo::new(common::fallible(step))),
             None,
             "max_chunk",
         ),
         (
             "a stage capacity of zero",
-            Pipeline::new().stage_with("first", Fifo::new(step), StageOptions::new().capacity(0)),
-            Some("first"),
-            "capacity",
-        ),
-        (
-            "routing without a failure handler",
             Pipeline::new().stage_with(
                 "first",
-                Fifo::new(step),
-                StageOptions::new().route_failures(),
+                Fifo::new(common::fallible(step)),
+                StageOptions::new().capacity(0),
             ),
             Some("first"),
-            "failure handler",
+            "capacity",
         ),
     ];
     for (name, p, stage, says) in &configs {
@@ -408,11 +415,11 @@ fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
         Pipeline::new()
             .stage_with(
                 "first",
-                Fixed::new(2, fail_first as Step),
-                StageOptions::new().route_failures(),
+                Fixed::new(2, common::fallible(fail_first as Step)),
+                StageOptions::new().route_failures_to(|f: Failure<Counted>| {
+                    assert_eq!(f.into_item().id, 0);
+                }),
             )
-            .job()
-            .on_failure(|f| assert_eq!(f.into_item::<Counted>().expect("a Counted").id, 0))
             .run(book.items(), |_| Ok(()))
     });
     let t = result.expect("a routed failure").totals();
@@ -429,9 +436,7 @@ fn bad_input_and_configuration_get_a_clear_error_or_the_right_result() {
             };
             let (result, _, _) = case(&name, baseline, |book| {
                 p.run(book.items(), |_: Counted| {
-                    if panics {
-                        panic!("injected sink panic");
-                    }
+                    assert!(!panics, "injected sink panic");
                     Err("injected sink error".into())
                 })
             });
@@ -570,7 +575,11 @@ fn first_item_fails(kind: &str, baseline: usize) -> usize {
             }
             other => panic!("{name}: {other:?}"),
         }
-        assert_eq!(err.stage().map(|s| s.name()), Some("first"), "{name}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("first"),
+            "{name}"
+        );
         // In a broadcast every branch gets item 0, and each may fail on its copy before the
         // run is cancelled: the failures after the first are suppressed errors.
         let copies = if kind.starts_with("broadcast") { 2 } else { 1 };
@@ -604,19 +613,24 @@ fn an_impossible_capacity_is_a_configuration_error_not_a_panic() {
             "Pipeline::capacity(usize::MAX)",
             Pipeline::new()
                 .capacity(usize::MAX)
-                .stage("first", Fifo::new(step)),
+                .stage("first", Fifo::new(common::fallible(step))),
         ),
         (
             "StageOptions::capacity(usize::MAX) on the second stage",
-            Pipeline::new().stage("first", Fifo::new(step)).stage_with(
-                "second",
-                Fifo::new(step),
-                StageOptions::new().capacity(usize::MAX),
-            ),
+            Pipeline::new()
+                .stage("first", Fifo::new(common::fallible(step)))
+                .stage_with(
+                    "second",
+                    Fifo::new(common::fallible(step)),
+                    StageOptions::new().capacity(usize::MAX),
+                ),
         ),
         (
             "Ordered::window(usize::MAX)",
-            Pipeline::new().stage("first", Ordered::new(2, step).window(usize::MAX)),
+            Pipeline::new().stage(
+                "first",
+                Ordered::new(2, common::fallible(step)).window(usize::MAX),
+            ),
         ),
     ];
     let mut panicked = Vec::new();

@@ -1,11 +1,15 @@
 //! The batch runner: flushes on size, on time, at the end, and accounts on cancellation.
 
+// Pedantic lints this test allows, and why:
+// - `unnecessary_wraps`: steps used as processors return `Result`, failing or not.
+#![allow(clippy::unnecessary_wraps)]
+
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::{Ledger, Tracked, tracked, watchdog};
-use pipework::{Batch, CancelToken, Context, ErrorKind, Pipeline, StageOptions};
+use pipework::{Batch, CancelToken, Context, ErrorKind, Failure, Pipeline, StageOptions};
 
 fn sizes(rows: Vec<u32>, _: &Context) -> Result<Vec<u32>, pipework::BoxError> {
     Ok(rows)
@@ -14,7 +18,10 @@ fn sizes(rows: Vec<u32>, _: &Context) -> Result<Vec<u32>, pipework::BoxError> {
 #[test]
 fn smoke() {
     let _dog = watchdog("smoke", 10);
-    let p = Pipeline::new().stage("b", Batch::new(4, Duration::from_secs(10), sizes));
+    let p = Pipeline::new().stage(
+        "b",
+        Batch::new(4, Duration::from_secs(10), common::fallible(sizes)),
+    );
     let (out, report) = p.collect(0..10u32).unwrap();
     assert_eq!(out, [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
     assert_eq!(report.stages[0].merged, 7);
@@ -24,7 +31,10 @@ fn smoke() {
 #[test]
 fn flushes_a_partial_batch_after_max_wait() {
     let _dog = watchdog("max wait", 10);
-    let p = Pipeline::new().stage("b", Batch::new(100, Duration::from_millis(30), sizes));
+    let p = Pipeline::new().stage(
+        "b",
+        Batch::new(100, Duration::from_millis(30), common::fallible(sizes)),
+    );
     // Three items, then a pause far longer than max_wait, then two more.
     let source = (0..5u32).inspect(|&i| {
         if i == 3 {
@@ -50,7 +60,10 @@ fn flushes_a_partial_batch_after_max_wait() {
 #[test]
 fn never_exceeds_its_size_and_keeps_order() {
     let _dog = watchdog("size", 10);
-    let p = Pipeline::new().stage("b", Batch::new(7, Duration::from_millis(1), sizes));
+    let p = Pipeline::new().stage(
+        "b",
+        Batch::new(7, Duration::from_millis(1), common::fallible(sizes)),
+    );
     let (out, _) = p.collect(0..10_000u32).unwrap();
     assert!(out.iter().all(|b| !b.is_empty() && b.len() <= 7));
     assert_eq!(out.concat(), (0..10_000).collect::<Vec<_>>());
@@ -66,7 +79,7 @@ fn cancellation_accounts_for_the_partial_batch() {
         Batch::new(
             1000,
             Duration::from_secs(60),
-            |b: Vec<Tracked>, _: &Context| Ok(b.len()),
+            common::fallible(|b: Vec<Tracked>, _: &Context| Ok(b.len())),
         ),
     );
     let canceller = {
@@ -98,25 +111,29 @@ fn cancellation_accounts_for_the_partial_batch() {
 #[test]
 fn a_failed_batch_is_routed_whole() {
     let _dog = watchdog("route batch", 10);
+    let failed = std::sync::Mutex::new(Vec::new());
     let p = Pipeline::new().stage_with(
         "b",
-        Batch::new(5, Duration::from_secs(1), |b: Vec<u32>, _: &Context| {
-            if b.contains(&7) {
-                Err("batch with 7".into())
-            } else {
-                Ok(b.len())
-            }
+        Batch::new(
+            5,
+            Duration::from_secs(1),
+            common::fallible(|b: Vec<u32>, _: &Context| {
+                if b.contains(&7) {
+                    Err("batch with 7".into())
+                } else {
+                    Ok(b.len())
+                }
+            }),
+        ),
+        // The handler takes the stage's input type: a failed batch comes item by item.
+        StageOptions::new().route_failures_to(|f: Failure<u32>| {
+            assert_eq!(f.error().to_string(), "batch with 7");
+            failed.lock().unwrap().push(f.into_item());
         }),
-        StageOptions::new().route_failures(),
     );
-    let mut failed = Vec::new();
     let mut out = Vec::new();
-    let report = p
-        .job()
-        .on_failure(|f| failed.push(f.into_item::<Vec<u32>>().unwrap()))
-        .run(0..20u32, &mut out)
-        .unwrap();
-    assert_eq!(failed, [vec![5, 6, 7, 8, 9]]);
+    let report = p.run(0..20u32, &mut out).unwrap();
+    assert_eq!(*failed.lock().unwrap(), [5, 6, 7, 8, 9]);
     assert_eq!(out, [5, 5, 5]);
     let t = report.totals();
     assert_eq!((t.failed, t.merged, t.sunk), (1, 16, 3));
@@ -126,7 +143,7 @@ fn a_failed_batch_is_routed_whole() {
 #[test]
 fn zero_size_is_a_configuration_error() {
     let err = Pipeline::new()
-        .stage("b", Batch::new(0, Duration::ZERO, sizes))
+        .stage("b", Batch::new(0, Duration::ZERO, common::fallible(sizes)))
         .collect([1u32])
         .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Config { .. }));

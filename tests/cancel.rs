@@ -12,7 +12,10 @@ const PROMPT: Duration = Duration::from_secs(2);
 
 fn sleepy_pipeline() -> Pipeline<'static, u64> {
     Pipeline::new()
-        .stage("fast", Fixed::new(2, |x: u64, _: &Context| Ok(x)))
+        .stage(
+            "fast",
+            Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
         .stage(
             "sleepy",
             Dynamic::new(64, sleepy::<u64>(Duration::from_secs(30))),
@@ -127,7 +130,10 @@ fn deadline_stops_the_run_and_is_reported() {
 #[test]
 fn a_run_that_finishes_in_time_is_ok() {
     let _dog = watchdog("in time", 20);
-    let p = Pipeline::new().stage("pass", Fifo::new(|x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "pass",
+        Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     let (out, _) = {
         let mut out = Vec::new();
         let r = p
@@ -145,7 +151,10 @@ fn cancellation_wakes_a_source_blocked_on_a_channel() {
     let _dog = watchdog("channel source", 20);
     let (tx, rx) = crossbeam_channel::unbounded::<u64>();
     tx.send(1).unwrap(); // then nothing more, and the sender stays alive
-    let p = Pipeline::new().stage("pass", Fifo::new(|x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "pass",
+        Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     let err = within(PROMPT, "blocked channel source", || {
         p.job()
             .timeout(Duration::from_millis(100))
@@ -161,12 +170,12 @@ fn cancellation_from_inside_a_processor() {
     let _dog = watchdog("self cancel", 20);
     let p = Pipeline::new().stage(
         "stop at 10",
-        Fifo::new(|x: u64, cx: &Context| {
+        Fifo::new(common::fallible(|x: u64, cx: &Context| {
             if x == 10 {
                 cx.cancel_token().cancel();
             }
             Ok(x)
-        }),
+        })),
     );
     let err = p.run(0..u64::MAX, |_| Ok(())).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Cancelled));

@@ -1,6 +1,10 @@
 //! The checksum example prints what `find DIR -type f | LC_ALL=C sort | xargs sha256sum`
 //! prints, and reports unreadable files through failure routing.
 
+// Pedantic lints this test allows, and why:
+// - `cast_possible_truncation`: small counts and indices (thousands) fit the narrower type.
+#![allow(clippy::cast_possible_truncation)]
+
 #[allow(dead_code)]
 #[path = "../examples/checksum.rs"]
 mod checksum;

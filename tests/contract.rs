@@ -5,7 +5,9 @@ mod common;
 
 use common::{quiet_injected_panics, watchdog};
 use pipework::{
-    CancelToken, Context, ErrorKind, Fixed, Pipeline, StageHandle, StageRunner, source,
+    CancelToken, Context, ErrorKind, Fixed, Pipeline,
+    runner::{StageHandle, StageRunner},
+    source,
 };
 
 /// A source that never ends on its own: only cancellation stops it.
@@ -49,7 +51,7 @@ impl StageRunner<u64, u64> for Rogue {
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, u64, u64>) {
-        let mut identity = |x: u64, _: &Context| Ok(x);
+        let mut identity = common::fallible(|x: u64, _: &Context| Ok(x));
         match self.0 {
             Misbehaviour::NoWorker => {}
             Misbehaviour::PanicInStart => panic!("start went wrong"),
@@ -80,9 +82,15 @@ impl StageRunner<u64, u64> for Rogue {
 
 fn rogue(how: Misbehaviour) -> Pipeline<'static, u64> {
     Pipeline::new()
-        .stage("before", Fixed::new(2, |x: u64, _: &Context| Ok(x)))
+        .stage(
+            "before",
+            Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
         .stage("rogue", Rogue(how))
-        .stage("after", Fixed::new(2, |x: u64, _: &Context| Ok(x)))
+        .stage(
+            "after",
+            Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
 }
 
 #[test]
@@ -94,14 +102,22 @@ fn a_runner_that_starts_no_worker_fails_the_run_instead_of_hanging() {
         let err = rogue(Misbehaviour::NoWorker)
             .run(0..source_len, |_| Ok(()))
             .unwrap_err();
-        assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("rogue"),
+            "{err}"
+        );
         assert!(err.to_string().contains("runner failed"), "{err}");
         assert!(err.report().unwrap().totals().is_balanced());
     }
     let err = rogue(Misbehaviour::NoWorker)
         .run(endless(), |_| Ok(()))
         .unwrap_err();
-    assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+    assert_eq!(
+        err.stage().map(pipework::StageId::name),
+        Some("rogue"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -111,14 +127,22 @@ fn a_runner_whose_workers_quit_early_fails_the_run_instead_of_hanging() {
         let err = rogue(Misbehaviour::QuitEarly)
             .run(0..source_len, |_| Ok(()))
             .unwrap_err();
-        assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("rogue"),
+            "{err}"
+        );
         assert!(err.to_string().contains("runner failed"), "{err}");
         assert!(err.report().unwrap().totals().is_balanced());
     }
     let err = rogue(Misbehaviour::QuitEarly)
         .run(endless(), |_| Ok(()))
         .unwrap_err();
-    assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+    assert_eq!(
+        err.stage().map(pipework::StageId::name),
+        Some("rogue"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -131,7 +155,11 @@ fn a_panic_in_start_is_caught_and_names_the_stage() {
             .run(endless(), |_| Ok(()))
             .unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Panic { .. }), "{err}");
-        assert_eq!(err.stage().map(|s| s.name()), Some("rogue"), "{err}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("rogue"),
+            "{err}"
+        );
         assert!(err.to_string().contains("start went wrong"), "{err}");
         assert!(err.report().unwrap().totals().is_balanced());
     }
@@ -157,7 +185,7 @@ fn a_runner_that_fails_leaves_a_balanced_report() {
         let err = rogue(Misbehaviour::Fail)
             .run(0..source_len, |_| Ok(()))
             .unwrap_err();
-        assert!(err.to_string().contains("rogue gave up"), "{err}");
+        assert!(format!("{err:#}").contains("rogue gave up"), "{err:#}");
         let report = err.report().unwrap();
         assert!(report.totals().is_balanced(), "{report}");
     }
@@ -169,10 +197,14 @@ fn a_rogue_broadcast_branch_is_caught_too() {
     let p = Pipeline::new().stage(
         "fan",
         pipework::Broadcast::new()
-            .branch(Fixed::new(1, |x: u64, _: &Context| Ok(x)))
+            .branch(Fixed::new(1, common::fallible(|x: u64, _: &Context| Ok(x))))
             .branch(Rogue(Misbehaviour::QuitEarly)),
     );
     let err = p.run(0..10_000u64, |_| Ok(())).unwrap_err();
-    assert_eq!(err.stage().map(|s| s.name()), Some("fan"), "{err}");
+    assert_eq!(
+        err.stage().map(pipework::StageId::name),
+        Some("fan"),
+        "{err}"
+    );
     assert!(err.report().unwrap().totals().is_balanced());
 }

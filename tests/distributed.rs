@@ -6,6 +6,12 @@
 //! with a message saying so. Every process they start is killed when the test ends, however
 //! it ends, and a watchdog aborts a test that runs longer than two minutes.
 
+// Pedantic lints this test allows, and why:
+// - `cast_sign_loss`: only non-negative values (counts, rounded ratios) become unsigned.
+// - `similar_names`: `stop`/`step`, `build`/`built`: the words they mean.
+// - `too_many_lines`: a long function is one scenario, read top to bottom.
+#![allow(clippy::cast_sign_loss, clippy::similar_names, clippy::too_many_lines)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -129,7 +135,10 @@ impl Procs {
 
     fn kill_all(&self) {
         // The watchdog may get here while a test thread panicked holding the lock.
-        let mut procs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut procs = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (_, child) in procs.iter_mut() {
             let _ = child.kill();
             let _ = child.wait();

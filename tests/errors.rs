@@ -18,10 +18,13 @@ fn smoke() {
     let _dog = watchdog("smoke", 10);
     let p = Pipeline::new().stage(
         "check",
-        Fifo::new(|x: u32, _: &Context| if x == 3 { Err("three".into()) } else { Ok(x) }),
+        Fifo::new(common::fallible(|x: u32, _: &Context| {
+            if x == 3 { Err("three".into()) } else { Ok(x) }
+        })),
     );
     let err = p.collect(0..10u32).unwrap_err();
-    assert_eq!(err.to_string(), "stage 0 (check) failed: three");
+    assert_eq!(err.to_string(), "stage 0 (check) failed");
+    assert_eq!(format!("{err:#}"), "stage 0 (check) failed: three");
 }
 
 #[test]
@@ -29,24 +32,30 @@ fn stage_error_cancels_and_is_returned_with_the_stage_name() {
     let _dog = watchdog("stage error", 20);
     let after_error = AtomicUsize::new(0);
     let p = Pipeline::new()
-        .stage("pass", Fixed::new(2, |x: u64, _: &Context| Ok(x)))
+        .stage(
+            "pass",
+            Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
         .stage(
             "validate",
-            Fixed::new(2, |x: u64, _: &Context| {
-                if x == 500 {
-                    return Err(std::io::Error::other("bad item 500").into());
-                }
-                Ok(x)
-            }),
+            Fixed::new(
+                2,
+                common::fallible(|x: u64, _: &Context| {
+                    if x == 500 {
+                        return Err(std::io::Error::other("bad item 500").into());
+                    }
+                    Ok(x)
+                }),
+            ),
         )
         .stage(
             "slow",
-            Fifo::new(|x: u64, cx: &Context| {
+            Fifo::new(common::fallible(|x: u64, cx: &Context| {
                 if cx.is_cancelled() {
                     after_error.fetch_add(1, Ordering::SeqCst);
                 }
                 Ok(x)
-            }),
+            })),
         );
     let err = within(PROMPT, "run with a failing stage", || {
         p.run(0..1_000_000u64, |_| Ok(())).unwrap_err()
@@ -58,7 +67,7 @@ fn stage_error_cancels_and_is_returned_with_the_stage_name() {
         }
         other => panic!("unexpected error {other:?}"),
     }
-    assert_eq!(err.stage().map(|s| s.name()), Some("validate"));
+    assert_eq!(err.stage().map(pipework::StageId::name), Some("validate"));
     let report = err.report().expect("an aborted run has a report");
     let t = report.totals();
     assert!(
@@ -83,17 +92,20 @@ fn error_while_upstream_blocks_on_a_full_queue_does_not_hang() {
     let p = Pipeline::new()
         .capacity(1)
         .max_chunk(1)
-        .stage("fast", Fifo::new(|x: u64, _: &Context| Ok(x)))
+        .stage(
+            "fast",
+            Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
         .stage(
             "slow then fail",
-            Fifo::new(|x: u64, cx: &Context| {
+            Fifo::new(common::fallible(|x: u64, cx: &Context| {
                 cx.sleep(Duration::from_millis(50))?;
                 if x == 2 {
                     Err("downstream failure".into())
                 } else {
                     Ok(x)
                 }
-            }),
+            })),
         );
     let err = within(PROMPT, "run with blocked upstream", || {
         p.run(0..u64::MAX, |_| Ok(())).unwrap_err()
@@ -110,7 +122,10 @@ fn error_while_upstream_blocks_on_a_full_queue_does_not_hang() {
 #[test]
 fn sink_error_stops_the_run() {
     let _dog = watchdog("sink error", 20);
-    let p = Pipeline::new().stage("pass", Fixed::new(2, |x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "pass",
+        Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     let mut seen = 0;
     let err = within(PROMPT, "sink error", || {
         p.run(0..u64::MAX, |_| {
@@ -124,7 +139,7 @@ fn sink_error_stops_the_run() {
         .unwrap_err()
     });
     assert!(matches!(err.kind(), ErrorKind::Sink { .. }));
-    assert_eq!(err.to_string(), "sink failed: sink full");
+    assert_eq!(format!("{err:#}"), "sink failed: sink full");
     let r = err.report().unwrap();
     assert_eq!((r.sink.consumed, r.sink.failed), (99, 1));
     assert!(r.totals().is_balanced());
@@ -133,7 +148,10 @@ fn sink_error_stops_the_run() {
 #[test]
 fn source_error_stops_the_run() {
     let _dog = watchdog("source error", 20);
-    let p = Pipeline::new().stage("pass", Fifo::new(|x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "pass",
+        Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     let items = (0..10u64).map(|i| if i == 7 { Err("no more") } else { Ok(i) });
     let err = p.collect(source::fallible(items)).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Source { .. }));
@@ -155,12 +173,10 @@ fn assert_panic(err: &pipework::Error, site_is: impl Fn(&Site) -> bool, message:
 fn panic_in_a_processor_is_returned_and_cancels_the_run() {
     let _dog = watchdog_quiet("processor panic", 20);
     for kind in ["fifo", "fixed", "dynamic", "broadcast"] {
-        let f = |x: u64, _: &Context| -> Result<u64, BoxError> {
-            if x == 1234 {
-                panic!("injected panic at {x}");
-            }
+        let f = common::fallible(|x: u64, _: &Context| -> Result<u64, BoxError> {
+            assert!(x != 1234, "injected panic at {x}");
             Ok(x)
-        };
+        });
         let p: Pipeline<u64> = match kind {
             "fifo" => Pipeline::new().stage("boom", Fifo::new(f)),
             "fixed" => Pipeline::new().stage("boom", Fixed::new(3, f)),
@@ -185,7 +201,10 @@ fn panic_in_a_processor_is_returned_and_cancels_the_run() {
 #[test]
 fn panic_in_the_source_is_returned() {
     let _dog = watchdog_quiet("source panic", 20);
-    let p = Pipeline::new().stage("pass", Fifo::new(|x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "pass",
+        Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     let items = (0..u64::MAX).map(|i| {
         if i == 300 {
             panic!("injected source panic")
@@ -202,7 +221,10 @@ fn panic_in_the_source_is_returned() {
 #[test]
 fn panic_in_the_sink_is_returned() {
     let _dog = watchdog_quiet("sink panic", 20);
-    let p = Pipeline::new().stage("pass", Fixed::new(2, |x: u64, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "pass",
+        Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
     let err = within(PROMPT, "sink panic", || {
         p.run(0..u64::MAX, |x| {
             if x > 50 {
@@ -223,10 +245,10 @@ fn panic_in_an_init_closure_is_returned() {
     let p = Pipeline::new().stage(
         "setup",
         Fixed::with_init(3, |cx: &Context| {
-            if cx.worker() == 1 {
-                panic!("injected init panic");
-            }
-            Ok(|x: u64, _: &Context| -> Result<u64, BoxError> { Ok(x) })
+            assert!(cx.worker() != 1, "injected init panic");
+            Ok(common::fallible(
+                |x: u64, _: &Context| -> Result<u64, BoxError> { Ok(x) },
+            ))
         }),
     );
     let err = within(PROMPT, "init panic", || {
@@ -240,7 +262,7 @@ fn panic_in_an_init_closure_is_returned() {
 }
 
 /// A processor type for an init closure that never returns one.
-type Pass = fn(u64, &Context) -> Result<u64, BoxError>;
+type Pass = pipework::processor::WithContext<fn(u64, &Context) -> Result<u64, BoxError>>;
 
 #[test]
 fn init_error_fails_the_stage() {
@@ -253,7 +275,7 @@ fn init_error_fails_the_stage() {
     );
     let err = p.collect(0..10u64).unwrap_err();
     assert_eq!(
-        err.to_string(),
+        format!("{err:#}"),
         "stage 0 (connect) failed: connection refused"
     );
     assert!(err.report().unwrap().totals().is_balanced());
@@ -267,10 +289,13 @@ fn first_error_wins_and_later_ones_are_counted() {
     let p = Pipeline::new()
         .stage(
             "all fail",
-            Fixed::new(4, |_: u64, _: &Context| -> Result<u64, BoxError> {
-                gate.wait();
-                Err("failed together".into())
-            }),
+            Fixed::new(
+                4,
+                common::fallible(|_: u64, _: &Context| -> Result<u64, BoxError> {
+                    gate.wait();
+                    Err("failed together".into())
+                }),
+            ),
         )
         .max_chunk(1);
     let err = p.run(0..4u64, |_| Ok(())).unwrap_err();
@@ -288,15 +313,16 @@ fn every_item_is_dropped_exactly_once_after_a_panic() {
     let _dog = watchdog_quiet("drops after panic", 20);
     let ledger = Ledger::new(20_000);
     let p = Pipeline::new()
-        .stage("a", Fixed::new(2, |t: Tracked, _: &Context| Ok(t)))
+        .stage(
+            "a",
+            Fixed::new(2, common::fallible(|t: Tracked, _: &Context| Ok(t))),
+        )
         .stage(
             "b",
-            Fifo::new(|t: Tracked, _: &Context| {
-                if t.id == 5000 {
-                    panic!("injected");
-                }
+            Fifo::new(common::fallible(|t: Tracked, _: &Context| {
+                assert!(t.id != 5000, "injected");
                 Ok(t)
-            }),
+            })),
         );
     let err = p.run(tracked(20_000, &ledger), |_| Ok(())).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Panic { .. }));
@@ -310,7 +336,7 @@ fn every_item_is_dropped_exactly_once_after_a_panic() {
 #[test]
 fn bad_configuration_is_caught_before_any_thread_starts() {
     let _dog = watchdog("config", 10);
-    let f = |x: u32, _: &Context| Ok(x);
+    let f = common::fallible(|x: u32, _: &Context| Ok(x));
     let cases: Vec<(Pipeline<u32>, &str)> = vec![
         (
             Pipeline::new().stage("pool", Fixed::new(0, f)),
@@ -343,14 +369,6 @@ fn bad_configuration_is_caught_before_any_thread_starts() {
                 pipework::StageOptions::new().capacity(0),
             ),
             "invalid configuration of stage 0 (s): queue capacity must be between 1 and 1048576 chunks",
-        ),
-        (
-            Pipeline::new().stage_with(
-                "r",
-                Fifo::new(f),
-                pipework::StageOptions::new().route_failures(),
-            ),
-            "invalid configuration of stage 0 (r): the stage routes failures, but the run has no failure handler (see Job::on_failure)",
         ),
     ];
     let pulled = AtomicUsize::new(0);

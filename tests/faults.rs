@@ -6,6 +6,20 @@
 //! The cases of this file run inside one test each (serialised), so that the process's
 //! thread count can be compared with a baseline after every case.
 
+// Pedantic lints this test allows, and why:
+// - `cast_possible_truncation`: small counts and indices (thousands) fit the narrower type.
+// - `manual_let_else`: the audit's early `return Ok` reads best as a two-arm match.
+// - `match_same_arms`: the audit gives each fault kind its own arm, empty or not.
+// - `match_wild_err_arm`: a run that did not return is reported whatever the error.
+// - `too_many_lines`: a long function is one scenario, read top to bottom.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::manual_let_else,
+    clippy::match_same_arms,
+    clippy::match_wild_err_arm,
+    clippy::too_many_lines
+)]
+
 mod audit;
 mod common;
 
@@ -348,7 +362,10 @@ fn dynamic_pool_stops_starting_workers_once_the_run_is_cancelled() {
             if let Some(m) = max_chunk {
                 p = p.max_chunk(m);
             }
-            let p = p.stage("s0", Dynamic::new(4, |x: u32, _: &Context| Ok(x)));
+            let p = p.stage(
+                "s0",
+                Dynamic::new(4, common::fallible(|x: u32, _: &Context| Ok(x))),
+            );
             let (tx, rx) = std::sync::mpsc::channel();
             // On a thread of its own: if it hangs, its pool keeps starting threads until
             // the process exits; the test fails instead of hanging.
@@ -361,7 +378,7 @@ fn dynamic_pool_stops_starting_workers_once_the_run_is_cancelled() {
                     }
                 });
                 let result = p.run(source::fallible(items), |_| Ok(()));
-                let _ = tx.send(result.map(|_| ()).map_err(|e| e.to_string()));
+                let _ = tx.send(result.map(|_| ()).map_err(|e| format!("{e:#}")));
             });
             match rx.recv_timeout(RUN_LIMIT) {
                 Ok(result) => assert_eq!(

@@ -1,5 +1,15 @@
 //! What a run borrows, where the sink runs, and running one definition many times.
 
+// Pedantic lints this test allows, and why:
+// - `cast_possible_wrap`: small counts, cast to a signed type for arithmetic.
+// - `items_after_statements`: helpers sit next to the one scenario that uses them.
+// - `unnecessary_wraps`: steps used as processors return `Result`, failing or not.
+#![allow(
+    clippy::cast_possible_wrap,
+    clippy::items_after_statements,
+    clippy::unnecessary_wraps
+)]
+
 mod common;
 
 use std::cell::RefCell;
@@ -12,7 +22,10 @@ use pipework::{Broadcast, Context, Dynamic, Fifo, Fixed, Pipeline};
 #[test]
 fn smoke() {
     let _dog = watchdog("smoke", 10);
-    let p = Pipeline::new().stage("id", Fifo::new(|x: u8, _: &Context| Ok(x)));
+    let p = Pipeline::new().stage(
+        "id",
+        Fifo::new(common::fallible(|x: u8, _: &Context| Ok(x))),
+    );
     assert_eq!(p.collect([1, 2, 3]).unwrap().0, [1, 2, 3]);
 }
 
@@ -31,19 +44,28 @@ fn stages_borrow_from_the_callers_stack() {
     let p = Pipeline::new()
         .stage(
             "shift",
-            Fixed::new(2, |i: usize, _: &Context| Ok((i + offset) % 3)),
+            Fixed::new(
+                2,
+                common::fallible(|i: usize, _: &Context| Ok((i + offset) % 3)),
+            ),
         )
         .stage(
             "name",
-            Dynamic::new(4, move |i: usize, _: &Context| Ok(names_ref[i].as_str())),
+            Dynamic::new(
+                4,
+                common::fallible(move |i: usize, _: &Context| Ok(names_ref[i].as_str())),
+            ),
         )
-        .stage("len", Fifo::new(with_len));
+        .stage("len", Fifo::new(common::fallible(with_len)));
     let (mut out, _) = p.collect(0..3usize).unwrap();
-    out.sort();
+    out.sort_unstable();
     assert_eq!(out, [("one", 3), ("two", 3), ("zero", 4)]);
     // Items may borrow too.
     let words: Vec<String> = (0..100).map(|i| format!("w{i}")).collect();
-    let q = Pipeline::new().stage("len", Fixed::new(2, |w: &String, _: &Context| Ok(w.len())));
+    let q = Pipeline::new().stage(
+        "len",
+        Fixed::new(2, common::fallible(|w: &String, _: &Context| Ok(w.len()))),
+    );
     let (lens, _) = q.collect(words.iter()).unwrap();
     assert_eq!(
         lens.iter().sum::<usize>(),
@@ -57,7 +79,10 @@ fn the_sink_runs_on_the_calling_thread_and_may_hold_an_rc() {
     let seen: Rc<RefCell<Vec<u32>>> = Rc::new(RefCell::new(Vec::new()));
     let sink_seen = Rc::clone(&seen);
     let caller = std::thread::current().id();
-    let p = Pipeline::new().stage("sq", Fixed::new(3, |x: u32, _: &Context| Ok(x * x)));
+    let p = Pipeline::new().stage(
+        "sq",
+        Fixed::new(3, common::fallible(|x: u32, _: &Context| Ok(x * x))),
+    );
     p.run(0..100u32, move |x| {
         assert_eq!(std::thread::current().id(), caller);
         sink_seen.borrow_mut().push(x);
@@ -78,10 +103,16 @@ fn service() -> Pipeline<'static, u32> {
         .stage(
             "fan",
             Broadcast::new()
-                .branch(Fifo::new(|x: u32, _: &Context| Ok(x)))
-                .branch(Fixed::new(2, |x: u32, _: &Context| Ok(x + 1000))),
+                .branch(Fifo::new(common::fallible(|x: u32, _: &Context| Ok(x))))
+                .branch(Fixed::new(
+                    2,
+                    common::fallible(|x: u32, _: &Context| Ok(x + 1000)),
+                )),
         )
-        .stage("store", Fixed::new(2, |x: u32, _: &Context| Ok(x)))
+        .stage(
+            "store",
+            Fixed::new(2, common::fallible(|x: u32, _: &Context| Ok(x))),
+        )
 }
 
 #[test]
@@ -128,10 +159,10 @@ fn a_fifo_starts_every_run_with_fresh_state() {
     let mut count = 0u32;
     let p = Pipeline::new().stage(
         "number",
-        Fifo::new(move |x: char, _: &Context| {
+        Fifo::new(common::fallible(move |x: char, _: &Context| {
             count += 1;
             Ok((count, x))
-        }),
+        })),
     );
     assert_eq!(p.collect(['a', 'b']).unwrap().0, [(1, 'a'), (2, 'b')]);
     // Each run clones the processor as it was defined: no state leaks between runs.
@@ -149,8 +180,14 @@ fn backpressure_bounds_items_in_flight() {
     let p = Pipeline::new()
         .capacity(capacity)
         .max_chunk(max_chunk)
-        .stage("a", Fifo::new(|x: u64, _: &Context| Ok(x)))
-        .stage("b", Fifo::new(|x: u64, _: &Context| Ok(x)));
+        .stage(
+            "a",
+            Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
+        .stage(
+            "b",
+            Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+        );
     let source = (0..20_000u64).inspect(|_| {
         let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         peak.fetch_max(now, Ordering::SeqCst);
@@ -177,16 +214,19 @@ fn threads_run_on_the_stack_size_asked_for_and_too_small_is_a_config_error() {
     let _dog = watchdog("stack size", 20);
     let p = Pipeline::new().stack_size(64 << 10).stage(
         "d",
-        Dynamic::new(50, |x: u64, cx: &Context| {
-            cx.sleep(Duration::from_millis(5))?;
-            Ok(x)
-        }),
+        Dynamic::new(
+            50,
+            common::fallible(|x: u64, cx: &Context| {
+                cx.sleep(Duration::from_millis(5))?;
+                Ok(x)
+            }),
+        ),
     );
     let (out, _) = p.collect(0..200u64).unwrap();
     assert_eq!(out.len(), 200);
     let err = Pipeline::new()
         .stack_size(1024)
-        .stage("f", Fifo::new(|x: u64, _: &Context| Ok(x)))
+        .stage("f", Fifo::new(pipework::map(|x: u64| x)))
         .collect(0..1u64)
         .unwrap_err();
     assert!(

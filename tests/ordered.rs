@@ -1,5 +1,9 @@
 //! The ordered pool: input order kept, a bounded reorder window, every guarantee intact.
 
+// Pedantic lints this test allows, and why:
+// - `items_after_statements`: helpers sit next to the one scenario that uses them.
+#![allow(clippy::items_after_statements)]
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,13 +11,17 @@ use std::time::Duration;
 
 use common::{Ledger, Tracked, sleepy, tracked, watchdog, watchdog_quiet, within};
 use pipework::{
-    BoxError, Context, ErrorKind, Ordered, Pipeline, StageOptions, filter_map, flat_map,
+    BoxError, Context, ErrorKind, Failure, Ordered, Pipeline, StageOptions, flat_map,
+    processor::from_fn,
 };
 
 #[test]
 fn smoke() {
     let _dog = watchdog("smoke", 10);
-    let p = Pipeline::new().stage("sq", Ordered::new(3, |x: u64, _: &Context| Ok(x * x)));
+    let p = Pipeline::new().stage(
+        "sq",
+        Ordered::new(3, common::fallible(|x: u64, _: &Context| Ok(x * x))),
+    );
     let (out, _) = p.collect(0..1000u64).unwrap();
     assert_eq!(out, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
 }
@@ -24,18 +32,21 @@ fn keeps_input_order_with_uneven_work() {
     let p = Pipeline::new()
         .stage(
             "uneven",
-            Ordered::new(4, |x: u64, cx: &Context| {
-                if x % 97 == 0 {
-                    cx.sleep(Duration::from_millis(2))?;
-                }
-                Ok(x)
-            }),
+            Ordered::new(
+                4,
+                common::fallible(|x: u64, cx: &Context| {
+                    if x % 97 == 0 {
+                        cx.sleep(Duration::from_millis(2))?;
+                    }
+                    Ok(x)
+                }),
+            ),
         )
         .stage(
             "filter and expand",
             Ordered::new(
                 2,
-                flat_map(|x: u64, _: &Context| Ok(if x % 3 == 0 { vec![] } else { vec![x, x] })),
+                flat_map(|x: u64| if x % 3 == 0 { vec![] } else { vec![x, x] }),
             ),
         );
     let (out, report) = p.collect(0..20_000u64).unwrap();
@@ -56,16 +67,19 @@ fn a_slow_item_holds_back_at_most_the_window() {
     let slow_running = std::sync::atomic::AtomicBool::new(false);
     let p = Pipeline::new().max_chunk(1).stage(
         "one slow",
-        Ordered::new(WORKERS, |x: u64, cx: &Context| {
-            if x == 0 {
-                slow_running.store(true, Ordering::SeqCst);
-                cx.sleep(Duration::from_millis(300))?;
-                slow_running.store(false, Ordering::SeqCst);
-            } else if slow_running.load(Ordering::SeqCst) {
-                started_while_slow.fetch_add(1, Ordering::SeqCst);
-            }
-            Ok(x)
-        })
+        Ordered::new(
+            WORKERS,
+            common::fallible(|x: u64, cx: &Context| {
+                if x == 0 {
+                    slow_running.store(true, Ordering::SeqCst);
+                    cx.sleep(Duration::from_millis(300))?;
+                    slow_running.store(false, Ordering::SeqCst);
+                } else if slow_running.load(Ordering::SeqCst) {
+                    started_while_slow.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(x)
+            }),
+        )
         .window(WINDOW),
     );
     let (out, _) = p.collect(0..1000u64).unwrap();
@@ -91,15 +105,15 @@ fn every_item_dropped_once_on_error_and_panic() {
             "fails at 2500",
             Ordered::new(
                 3,
-                move |t: Tracked, _: &Context| -> Result<Tracked, BoxError> {
-                    if t.id == 2500 {
-                        if panic {
-                            panic!("injected");
+                common::fallible(
+                    move |t: Tracked, _: &Context| -> Result<Tracked, BoxError> {
+                        if t.id == 2500 {
+                            assert!(!panic, "injected");
+                            return Err("injected error".into());
                         }
-                        return Err("injected error".into());
-                    }
-                    Ok(t)
-                },
+                        Ok(t)
+                    },
+                ),
             ),
         );
         let err = within(Duration::from_secs(5), "ordered fault", || {
@@ -123,27 +137,26 @@ struct Job(u32);
 #[test]
 fn routes_failures_and_keeps_order_of_the_rest() {
     let _dog = watchdog("ordered routing", 30);
+    let mut failed = Vec::new();
     let p = Pipeline::new().stage_with(
         "odd fails",
         Ordered::new(
             3,
-            filter_map(|j: Job, _: &Context| {
+            from_fn(|j: Job, _, out| {
                 if j.0 % 2 == 1 {
-                    Err("odd".into())
-                } else {
-                    Ok((j.0 % 4 == 0).then_some(j.0))
+                    return Err("odd".into());
                 }
+                if j.0 % 4 == 0 {
+                    out.emit(j.0);
+                }
+                Ok(())
             }),
         ),
-        StageOptions::new().route_failures(),
+        StageOptions::new().route_failures_to(|f: Failure<Job>| failed.push(f.into_item().0)),
     );
-    let mut failed = Vec::new();
     let mut out = Vec::new();
-    let report = p
-        .job()
-        .on_failure(|f| failed.push(f.into_item::<Job>().unwrap().0))
-        .run((0..1000).map(Job), &mut out)
-        .unwrap();
+    let report = p.run((0..1000).map(Job), &mut out).unwrap();
+    drop(p);
     failed.sort_unstable();
     assert_eq!(failed, (0..1000).filter(|x| x % 2 == 1).collect::<Vec<_>>());
     assert_eq!(out, (0..1000).filter(|x| x % 4 == 0).collect::<Vec<_>>());
@@ -170,7 +183,7 @@ fn cancellation_stops_an_ordered_stage_promptly() {
 
 #[test]
 fn zero_workers_or_window_is_a_configuration_error() {
-    let f = |x: u8, _: &Context| Ok(x);
+    let f = common::fallible(|x: u8, _: &Context| Ok(x));
     let err = Pipeline::new()
         .stage("o", Ordered::new(0, f))
         .collect([1])

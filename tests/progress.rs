@@ -24,7 +24,10 @@ fn snapshots_grow_and_show_the_bottleneck_and_queues() {
     let _dog = watchdog("progress", 20);
     let caller = std::thread::current().id();
     let p = Pipeline::new()
-        .stage("fast", Fixed::new(2, |x: u32, _: &Context| Ok(x)))
+        .stage(
+            "fast",
+            Fixed::new(2, common::fallible(|x: u32, _: &Context| Ok(x))),
+        )
         .stage("slow", Fifo::new(sleepy::<u32>(Duration::from_millis(1))));
     let mut snapshots = Vec::new();
     let report = p

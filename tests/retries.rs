@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{watchdog, within};
-use pipework::{Context, ErrorKind, Fixed, Pipeline, Retry, StageOptions, Transient};
+use pipework::{Context, ErrorKind, Failure, Fixed, Pipeline, Retry, StageOptions, Transient};
 
 #[derive(Debug, Clone)]
 struct Call(u32);
@@ -18,12 +18,15 @@ fn smoke() {
     let tries = AtomicU32::new(0);
     let p = Pipeline::new().stage_with(
         "flaky",
-        Fixed::new(1, |c: Call, _: &Context| {
-            if tries.fetch_add(1, Ordering::SeqCst) == 0 {
-                return Err(Transient::new("reset").into());
-            }
-            Ok(c.0)
-        }),
+        Fixed::new(
+            1,
+            common::fallible(|c: Call, _: &Context| {
+                if tries.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(Transient::new("reset").into());
+                }
+                Ok(c.0)
+            }),
+        ),
         StageOptions::new().retry(Retry::new(1).backoff(Duration::from_millis(1))),
     );
     assert_eq!(p.collect([Call(5)]).unwrap().0, [5]);
@@ -34,26 +37,28 @@ fn transient_errors_are_retried_then_the_policy_applies() {
     let _dog = watchdog("retries", 20);
     // Item k fails k times (transiently) before it works; 3 retries are allowed.
     let attempts: Vec<AtomicU32> = (0..6).map(|_| AtomicU32::new(0)).collect();
+    let mut failed = Vec::new();
     let p = Pipeline::new().stage_with(
         "flaky",
-        Fixed::new(3, |c: Call, _: &Context| {
-            let n = attempts[c.0 as usize].fetch_add(1, Ordering::SeqCst);
-            if n < c.0 {
-                return Err(Transient::new(format!("call {} attempt {n} failed", c.0)).into());
-            }
-            Ok(c.0)
-        }),
+        Fixed::new(
+            3,
+            common::fallible(|c: Call, _: &Context| {
+                let n = attempts[c.0 as usize].fetch_add(1, Ordering::SeqCst);
+                if n < c.0 {
+                    return Err(Transient::new(format!("call {} attempt {n} failed", c.0)).into());
+                }
+                Ok(c.0)
+            }),
+        ),
         StageOptions::new()
             .retry(Retry::new(3).backoff(Duration::from_millis(1)))
-            .route_failures(),
+            .route_failures_to(|f: Failure<Call>| {
+                failed.push((f.item().0, f.error().to_string()));
+            }),
     );
-    let mut failed = Vec::new();
     let mut out = Vec::new();
-    let report = p
-        .job()
-        .on_failure(|f| failed.push((f.item::<Call>().unwrap().0, f.error().to_string())))
-        .run((0..6).map(Call), &mut out)
-        .unwrap();
+    let report = p.run((0..6).map(Call), &mut out).unwrap();
+    drop(p);
     out.sort_unstable();
     failed.sort();
     assert_eq!(out, [0, 1, 2, 3]);
@@ -78,15 +83,15 @@ fn permanent_errors_are_not_retried() {
         "strict",
         Fixed::new(
             1,
-            |_: Call, _: &Context| -> Result<u32, pipework::BoxError> {
+            common::fallible(|_: Call, _: &Context| -> Result<u32, pipework::BoxError> {
                 calls.fetch_add(1, Ordering::SeqCst);
                 Err("bad request".into())
-            },
+            }),
         ),
         StageOptions::new().retry(Retry::new(5)),
     );
     let err = p.collect([Call(1)]).unwrap_err();
-    assert_eq!(err.to_string(), "stage 0 (strict) failed: bad request");
+    assert_eq!(format!("{err:#}"), "stage 0 (strict) failed: bad request");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -97,9 +102,9 @@ fn cancellation_interrupts_the_backoff() {
         "always transient",
         Fixed::new(
             2,
-            |_: Call, _: &Context| -> Result<u32, pipework::BoxError> {
+            common::fallible(|_: Call, _: &Context| -> Result<u32, pipework::BoxError> {
                 Err(Transient::new("try later").into())
-            },
+            }),
         ),
         StageOptions::new().retry(Retry::new(10).backoff(Duration::from_secs(60))),
     );
@@ -126,21 +131,29 @@ fn backoff_doubles_up_to_the_maximum() {
     let gaps = Mutex::new(Vec::new());
     let p = Pipeline::new().stage_with(
         "timed",
-        Fixed::new(1, |_: Call, _: &Context| {
-            let now = Instant::now();
-            let mut gaps = gaps.lock().unwrap();
-            if let Some(prev) = last.lock().unwrap().replace(now) {
-                gaps.push(now - prev);
-            }
-            if gaps.len() < 4 {
-                return Err(Transient::new("again").into());
-            }
-            Ok(())
-        }),
+        Fixed::new(
+            1,
+            common::fallible(|_: Call, _: &Context| {
+                let now = Instant::now();
+                let mut gaps = gaps.lock().unwrap();
+                if let Some(prev) = last.lock().unwrap().replace(now) {
+                    gaps.push(now - prev);
+                }
+                if gaps.len() < 4 {
+                    return Err(Transient::new("again").into());
+                }
+                Ok(())
+            }),
+        ),
         StageOptions::new().retry(r),
     );
     p.collect([Call(0)]).unwrap();
-    let ms: Vec<u128> = gaps.lock().unwrap().iter().map(|g| g.as_millis()).collect();
+    let ms: Vec<u128> = gaps
+        .lock()
+        .unwrap()
+        .iter()
+        .map(std::time::Duration::as_millis)
+        .collect();
     // 10, 20, 40, then capped at 50 (allowing for sleep overshoot).
     assert_eq!(ms.len(), 4);
     for (got, want) in ms.iter().zip([10, 20, 40, 50]) {

@@ -1,12 +1,15 @@
-//! Failure routing: failed items go to a handler on the calling thread and the run goes on.
+//! Failure routing: failed items go to their stage's handler, typed, on the calling thread,
+//! and the run goes on.
 
 mod common;
 
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use common::{watchdog, watchdog_quiet};
 use pipework::{
-    BoxError, CancelToken, Context, Dynamic, ErrorKind, Fifo, Fixed, Pipeline, StageOptions,
+    BoxError, CancelToken, Context, Dynamic, ErrorKind, Failure, Fifo, Fixed, Pipeline,
+    StageOptions, with_context,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -25,17 +28,16 @@ fn validate(t: Task, _: &Context) -> Result<Task, BoxError> {
 #[test]
 fn smoke() {
     let _dog = watchdog("smoke", 10);
-    let p = Pipeline::new().stage_with(
-        "validate",
-        Fifo::new(validate),
-        StageOptions::new().route_failures(),
-    );
     let mut failed = Vec::new();
     let mut ok = Vec::new();
-    p.job()
-        .on_failure(|f| failed.push(f.into_item::<Task>().unwrap().id))
-        .run((0..20).map(|id| Task { id }), &mut ok)
-        .unwrap();
+    {
+        let p = Pipeline::new().stage_with(
+            "validate",
+            Fifo::new(with_context(validate)),
+            StageOptions::new().route_failures_to(|f: Failure<Task>| failed.push(f.into_item().id)),
+        );
+        p.run((0..20).map(|id| Task { id }), &mut ok).unwrap();
+    }
     assert_eq!(failed, [1, 11]);
     assert_eq!(ok.len(), 18);
 }
@@ -43,41 +45,43 @@ fn smoke() {
 #[test]
 fn failed_items_reach_the_handler_with_stage_error_and_input() {
     let _dog = watchdog("routing", 20);
+    let failures = Mutex::new(Vec::new());
+    let caller = std::thread::current().id();
+    let handler = |f: Failure<Task>| {
+        assert_eq!(
+            std::thread::current().id(),
+            caller,
+            "handler off the calling thread"
+        );
+        let stage = f.stage().name().to_owned();
+        let error = f.error().to_string();
+        let task = f.into_item();
+        failures.lock().unwrap().push((task.id, stage, error));
+    };
     let p = Pipeline::new()
         .stage_with(
             "validate",
-            Fixed::new(3, validate),
-            StageOptions::new().route_failures(),
+            Fixed::new(3, with_context(validate)),
+            StageOptions::new().route_failures_to(handler),
         )
         .stage_with(
             "store",
-            Dynamic::new(8, |t: Task, _: &Context| {
-                if t.id % 10 == 2 {
-                    Err("disk full".into())
-                } else {
-                    Ok(t.id)
-                }
-            }),
-            StageOptions::new().route_failures(),
+            Dynamic::new(
+                8,
+                common::fallible(|t: Task, _: &Context| {
+                    if t.id % 10 == 2 {
+                        Err("disk full".into())
+                    } else {
+                        Ok(t)
+                    }
+                }),
+            ),
+            StageOptions::new().route_failures_to(handler),
         );
-    let mut failures = Vec::new();
-    let caller = std::thread::current().id();
     let mut out = Vec::new();
-    let report = p
-        .job()
-        .on_failure(|f| {
-            assert_eq!(
-                std::thread::current().id(),
-                caller,
-                "handler off the calling thread"
-            );
-            let stage = f.stage().name().to_owned();
-            let error = f.error().to_string();
-            let task = f.into_item::<Task>().expect("the input is a Task");
-            failures.push((task.id, stage, error));
-        })
-        .run((0..1000).map(|id| Task { id }), &mut out)
-        .unwrap();
+    let report = p.run((0..1000).map(|id| Task { id }), &mut out).unwrap();
+    drop(p);
+    let mut failures = failures.into_inner().unwrap();
     failures.sort();
     assert_eq!(failures.len(), 200);
     assert_eq!(
@@ -98,19 +102,18 @@ fn failed_items_reach_the_handler_with_stage_error_and_input() {
 #[test]
 fn failures_are_delivered_even_when_the_run_is_aborted() {
     let _dog = watchdog("aborted routing", 20);
+    let mut delivered = 0u64;
     let p = Pipeline::new()
         .stage_with(
             "validate",
-            Fixed::new(2, validate),
-            StageOptions::new().route_failures(),
+            Fixed::new(2, with_context(validate)),
+            StageOptions::new().route_failures_to(|_| delivered += 1),
         )
         .capacity(1);
     let token = CancelToken::new();
-    let mut delivered = 0u64;
     let err = p
         .job()
         .cancel_token(&token)
-        .on_failure(|_| delivered += 1)
         .run((0..).map(|id| Task { id }), |t: Task| {
             if t.id > 5000 {
                 token.cancel();
@@ -120,6 +123,7 @@ fn failures_are_delivered_even_when_the_run_is_aborted() {
         })
         .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Cancelled));
+    drop(p);
     let r = err.report().unwrap();
     assert_eq!(delivered, r.totals().routed, "a routed failure was lost");
     assert!(delivered > 400);
@@ -131,12 +135,10 @@ fn a_panicking_failure_handler_aborts_the_run() {
     let _dog = watchdog_quiet("handler panic", 20);
     let p = Pipeline::new().stage_with(
         "validate",
-        Fifo::new(validate),
-        StageOptions::new().route_failures(),
+        Fifo::new(with_context(validate)),
+        StageOptions::new().route_failures_to(|_| panic!("injected handler panic")),
     );
     let err = p
-        .job()
-        .on_failure(|_| panic!("injected handler panic"))
         .run((0..1000).map(|id| Task { id }), |_| Ok(()))
         .unwrap_err();
     assert!(matches!(
@@ -146,4 +148,59 @@ fn a_panicking_failure_handler_aborts_the_run() {
             ..
         }
     ));
+}
+
+#[test]
+fn handlers_get_items_that_borrow_and_batches_item_by_item() {
+    let _dog = watchdog("borrowed items", 10);
+    // Items borrowed from the caller: no `'static` anywhere.
+    let words: Vec<String> = ["1", "two", "3", "four"].map(String::from).to_vec();
+    let bad = Mutex::new(Vec::new());
+    let p = Pipeline::new().stage_with(
+        "parse",
+        Fixed::new(2, pipework::try_map(|s: &str| s.parse::<u32>())),
+        StageOptions::new().route_failures_to(|f: Failure<&str>| {
+            bad.lock().unwrap().push(*f.item());
+        }),
+    );
+    let (mut good, report) = p.collect(words.iter().map(String::as_str)).unwrap();
+    good.sort_unstable();
+    drop(p);
+    let mut bad = bad.into_inner().unwrap();
+    bad.sort_unstable();
+    assert_eq!((good, bad), (vec![1, 3], vec!["four", "two"]));
+    assert_eq!(report.stage("parse").unwrap().routed, 2);
+}
+
+#[test]
+fn a_handler_that_runs_its_pipeline_again_fails_that_run_instead_of_deadlocking() {
+    static PIPELINE: OnceLock<Pipeline<'static, u32, u32>> = OnceLock::new();
+    static NESTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let _dog = watchdog_quiet("reentrant handler", 20);
+    let p = PIPELINE.get_or_init(|| {
+        Pipeline::new().stage_with(
+            "even",
+            Fifo::new(pipework::try_map(|x: u32| {
+                if x % 2 == 1 { Err("odd") } else { Ok(x) }
+            })),
+            StageOptions::new().route_failures_to(|f: Failure<u32>| {
+                // Runs the pipeline this handler belongs to on a failing item: the nested
+                // run's failure comes back to this handler while it runs.
+                let nested = PIPELINE.get().unwrap().collect([f.into_item() + 10]);
+                let outcome = match nested {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                NESTED.lock().unwrap().push(outcome);
+            }),
+        )
+    });
+    let (out, _) = p.collect(0..2).unwrap();
+    assert_eq!(out, [0]);
+    let nested = NESTED.lock().unwrap();
+    assert_eq!(nested.len(), 1);
+    assert!(
+        nested[0].starts_with("failure handler panicked: a failure handler was called again"),
+        "{nested:?}"
+    );
 }

@@ -1,5 +1,9 @@
 //! Each runner delivers every item exactly once, with the ordering it promises.
 
+// Pedantic lints this test allows, and why:
+// - `unnecessary_wraps`: steps used as processors return `Result`, failing or not.
+#![allow(clippy::unnecessary_wraps)]
+
 mod common;
 
 use std::collections::HashSet;
@@ -9,8 +13,8 @@ use std::time::Duration;
 
 use common::{CloneCounter, Ledger, Tracked, sleepy, tracked, watchdog};
 use pipework::{
-    BoxError, Broadcast, Context, Dynamic, Fifo, Fixed, Pipeline, StageHandle, StageRunner,
-    filter_map, flat_map,
+    BoxError, Broadcast, Context, Dynamic, Fifo, Fixed, Pipeline, filter_map, flat_map,
+    runner::{StageHandle, StageRunner},
 };
 
 const ITEMS: usize = 10_000;
@@ -22,7 +26,7 @@ fn double(x: u64, _: &Context) -> Result<u64, BoxError> {
 #[test]
 fn smoke() {
     let _dog = watchdog("smoke", 10);
-    let p = Pipeline::new().stage("double", Fifo::new(double));
+    let p = Pipeline::new().stage("double", Fifo::new(common::fallible(double)));
     let (out, report) = p.collect(0..5u64).unwrap();
     assert_eq!(out, [0, 2, 4, 6, 8]);
     assert_eq!(report.totals().sunk, 5);
@@ -72,19 +76,19 @@ fn pass(t: Tracked, _: &Context) -> Result<Tracked, BoxError> {
 
 #[test]
 fn fifo_delivers_every_item_once() {
-    delivers_every_item_once(Fifo::new(pass));
+    delivers_every_item_once(Fifo::new(common::fallible(pass)));
 }
 
 #[test]
 fn fixed_pools_deliver_every_item_once() {
     for n in [1, 2, 4] {
-        delivers_every_item_once(Fixed::new(n, pass));
+        delivers_every_item_once(Fixed::new(n, common::fallible(pass)));
     }
 }
 
 #[test]
 fn dynamic_pool_delivers_every_item_once() {
-    delivers_every_item_once(Dynamic::new(8, pass));
+    delivers_every_item_once(Dynamic::new(8, common::fallible(pass)));
 }
 
 #[test]
@@ -92,17 +96,23 @@ fn fifo_preserves_order() {
     let _dog = watchdog("fifo_preserves_order", 20);
     // Varying per-item cost so that chunk sizes change during the run.
     let p = Pipeline::new()
-        .stage("a", Fifo::new(|x: u64, _: &Context| Ok(x + 1)))
+        .stage(
+            "a",
+            Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x + 1))),
+        )
         .stage(
             "b",
-            Fifo::new(|x: u64, cx: &Context| {
+            Fifo::new(common::fallible(|x: u64, cx: &Context| {
                 if x % 1000 == 0 {
                     cx.sleep(Duration::from_millis(1))?;
                 }
                 Ok(x)
-            }),
+            })),
         )
-        .stage("c", Fifo::new(|x: u64, _: &Context| Ok(x - 1)));
+        .stage(
+            "c",
+            Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x - 1))),
+        );
     let (out, _) = p.collect(0..50_000u64).unwrap();
     assert_eq!(out, (0..50_000).collect::<Vec<_>>());
 }
@@ -113,15 +123,9 @@ fn filter_and_one_to_many() {
     let p = Pipeline::new()
         .stage(
             "odd only",
-            Fixed::new(
-                2,
-                filter_map(|x: u64, _: &Context| Ok((x % 2 == 1).then_some(x))),
-            ),
+            Fixed::new(2, filter_map(|x: u64| (x % 2 == 1).then_some(x))),
         )
-        .stage(
-            "x3",
-            Fifo::new(flat_map(|x: u64, _: &Context| Ok([x, x, x]))),
-        );
+        .stage("x3", Fifo::new(flat_map(|x: u64| [x, x, x])));
     let (mut out, report) = p.collect(0..1000u64).unwrap();
     out.sort_unstable();
     let expected: Vec<u64> = (0..1000)
@@ -146,9 +150,10 @@ fn broadcast_reaches_every_branch_with_branches_minus_one_clones() {
         let clones = Arc::new(AtomicUsize::new(0));
         let mut b = Broadcast::new();
         for branch in 0..branches {
-            b = b.branch(Fixed::new(2, move |c: CloneCounter, _: &Context| {
-                Ok((branch, c.id))
-            }));
+            b = b.branch(Fixed::new(
+                2,
+                common::fallible(move |c: CloneCounter, _: &Context| Ok((branch, c.id))),
+            ));
         }
         let p = Pipeline::new().stage("fan", b);
         let input: Vec<_> = (0..1000).map(|i| CloneCounter::new(i, &clones)).collect();
@@ -173,13 +178,16 @@ fn dynamic_pool_grows_under_load_and_never_exceeds_its_maximum() {
     let peak = AtomicUsize::new(0);
     let p = Pipeline::new().stage(
         "io",
-        Dynamic::new(16, |x: u32, cx: &Context| {
-            let now = live.fetch_add(1, Ordering::SeqCst) + 1;
-            peak.fetch_max(now, Ordering::SeqCst);
-            cx.sleep(Duration::from_millis(5))?;
-            live.fetch_sub(1, Ordering::SeqCst);
-            Ok(x)
-        }),
+        Dynamic::new(
+            16,
+            common::fallible(|x: u32, cx: &Context| {
+                let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                cx.sleep(Duration::from_millis(5))?;
+                live.fetch_sub(1, Ordering::SeqCst);
+                Ok(x)
+            }),
+        ),
     );
     let (out, report) = p.collect(0..400u32).unwrap();
     assert_eq!(out.len(), 400);
@@ -228,7 +236,9 @@ fn fixed_pool_calls_init_once_per_worker() {
         Fixed::with_init(3, |cx: &Context| {
             inits.fetch_add(1, Ordering::SeqCst);
             let me = cx.worker();
-            Ok(move |x: u32, _: &Context| -> Result<(usize, u32), BoxError> { Ok((me, x)) })
+            Ok(common::fallible(
+                move |x: u32, _: &Context| -> Result<(usize, u32), BoxError> { Ok((me, x)) },
+            ))
         }),
     );
     for _ in 0..2 {
@@ -245,11 +255,14 @@ fn fixed_pool_runs_exactly_n_workers() {
     let workers = std::sync::Mutex::new(HashSet::new());
     let p = Pipeline::new().stage(
         "w",
-        Fixed::new(4, |x: u32, cx: &Context| {
-            workers.lock().unwrap().insert(cx.worker());
-            cx.sleep(Duration::from_micros(200))?;
-            Ok(x)
-        }),
+        Fixed::new(
+            4,
+            common::fallible(|x: u32, cx: &Context| {
+                workers.lock().unwrap().insert(cx.worker());
+                cx.sleep(Duration::from_micros(200))?;
+                Ok(x)
+            }),
+        ),
     );
     let (_, report) = p.collect(0..2000u32).unwrap();
     assert_eq!(report.stages[0].workers_started, 4);
@@ -269,8 +282,9 @@ where
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, u64, u64>) {
         stage.spawn(move |mut w| {
-            let mut p =
-                |x: u64, _: &Context| -> Result<u64, BoxError> { Ok((self.0)((self.0)(x))) };
+            let mut p = common::fallible(|x: u64, _: &Context| -> Result<u64, BoxError> {
+                Ok((self.0)((self.0)(x)))
+            });
             w.run(&mut p);
         });
     }
@@ -289,13 +303,16 @@ fn custom_runner_plugs_in() {
 fn worker_and_stage_names_reach_the_context() {
     let _dog = watchdog("names", 10);
     let p = Pipeline::new()
-        .stage("first", Fifo::new(|x: u32, _: &Context| Ok(x)))
+        .stage(
+            "first",
+            Fifo::new(common::fallible(|x: u32, _: &Context| Ok(x))),
+        )
         .stage(
             "second",
-            Fifo::new(|_: u32, cx: &Context| {
+            Fifo::new(common::fallible(|_: u32, cx: &Context| {
                 let name = std::thread::current().name().map(str::to_owned);
                 Ok((cx.stage_index(), cx.stage_name().to_owned(), name))
-            }),
+            })),
         );
     let (out, _) = p.collect([7]).unwrap();
     assert_eq!(out, [(1, "second".to_owned(), Some("second#0".to_owned()))]);

@@ -1,13 +1,18 @@
 //! What users expect beyond the synthetic suites: pools that survive a cost shift, a clean
 //! early stop, per-run stage state, deadlines inside processors.
 
+// Pedantic lints this test allows, and why:
+// - `cast_possible_truncation`: small counts and indices (thousands) fit the narrower type.
+#![allow(clippy::cast_possible_truncation)]
+
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::watchdog;
-use pipework::{Context, Dynamic, Fifo, Fixed, Pipeline, StageRunner};
+use pipework::runner::StageRunner;
+use pipework::{Context, Dynamic, Fifo, Fixed, Pipeline};
 
 const CHEAP: u64 = 20_000;
 const SLOW: usize = 10;
@@ -48,9 +53,10 @@ fn a_fixed_pool_keeps_every_worker_busy_when_item_cost_shifts() {
     let _dog = watchdog("cost shift fixed", 120);
     for _ in 0..5 {
         let met = rendezvous(|arrived, met| {
-            Fixed::new(SLOW, move |x: u64, cx: &Context| {
-                Ok(slow_step(x, cx, arrived, met))
-            })
+            Fixed::new(
+                SLOW,
+                common::fallible(move |x: u64, cx: &Context| Ok(slow_step(x, cx, arrived, met))),
+            )
         });
         assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
     }
@@ -61,9 +67,10 @@ fn a_dynamic_pool_keeps_every_worker_busy_when_item_cost_shifts() {
     let _dog = watchdog("cost shift dynamic", 120);
     for _ in 0..5 {
         let met = rendezvous(|arrived, met| {
-            Dynamic::new(SLOW, move |x: u64, cx: &Context| {
-                Ok(slow_step(x, cx, arrived, met))
-            })
+            Dynamic::new(
+                SLOW,
+                common::fallible(move |x: u64, cx: &Context| Ok(slow_step(x, cx, arrived, met))),
+            )
         });
         assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
     }
@@ -91,12 +98,12 @@ fn slow_items_after_cheap_ones_finish_near_the_ideal_time() {
     // dynamic one (which grows while the first slow item runs). Before the change the
     // items ran one after another in one worker's chunk: 0.5 to 1 s. The bounds are
     // generous for a loaded 2-core machine.
-    let fixed = shifted(Fixed::new(10, sleepy_after_cheap));
+    let fixed = shifted(Fixed::new(10, common::fallible(sleepy_after_cheap)));
     assert!(
         fixed < Duration::from_millis(450),
         "fixed pool took {fixed:?}"
     );
-    let dynamic = shifted(Dynamic::new(10, sleepy_after_cheap));
+    let dynamic = shifted(Dynamic::new(10, common::fallible(sleepy_after_cheap)));
     assert!(
         dynamic < Duration::from_millis(600),
         "dynamic pool took {dynamic:?}"
@@ -112,7 +119,7 @@ fn every_run_of_a_fifo_gets_its_own_state_and_concurrent_runs_overlap() {
     let mut seen = 0u32;
     let p = Pipeline::new().stage(
         "count",
-        Fifo::new(move |x: u32, _: &Context| {
+        Fifo::new(common::fallible(move |x: u32, _: &Context| {
             seen += 1;
             if inside.fetch_add(1, Ordering::SeqCst) > 0 {
                 overlapped.fetch_add(1, Ordering::SeqCst);
@@ -120,7 +127,7 @@ fn every_run_of_a_fifo_gets_its_own_state_and_concurrent_runs_overlap() {
             std::thread::sleep(Duration::from_millis(2));
             inside.fetch_sub(1, Ordering::SeqCst);
             Ok((seen, x))
-        }),
+        })),
     );
     std::thread::scope(|s| {
         let runs: Vec<_> = (0..2)
@@ -143,7 +150,10 @@ fn every_run_of_a_fifo_gets_its_own_state_and_concurrent_runs_overlap() {
 
 fn stop_after<R: StageRunner<u64, u64>>(runner: R, n: usize) -> (Vec<u64>, pipework::Report) {
     let p = Pipeline::new()
-        .stage("first", Fixed::new(2, |x: u64, _: &Context| Ok(x)))
+        .stage(
+            "first",
+            Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
         .stage("under test", runner);
     let mut got = Vec::new();
     let report = p
@@ -161,7 +171,7 @@ fn stop_after<R: StageRunner<u64, u64>>(runner: R, n: usize) -> (Vec<u64>, pipew
 #[test]
 fn a_sink_can_stop_the_run_early_with_every_runner_kind() {
     let _dog = watchdog("early stop", 60);
-    let id = |x: u64, _: &Context| Ok(x);
+    let id = common::fallible(|x: u64, _: &Context| Ok(x));
     for n in [0, 1, 1_000] {
         let runs = [
             ("fifo", stop_after(Fifo::new(id), n)),
@@ -174,7 +184,7 @@ fn a_sink_can_stop_the_run_early_with_every_runner_kind() {
                     pipework::Batch::new(
                         7,
                         Duration::from_millis(5),
-                        |b: Vec<u64>, _: &Context| Ok(b[0]),
+                        common::fallible(|b: Vec<u64>, _: &Context| Ok(b[0])),
                     ),
                     n,
                 ),
@@ -206,7 +216,7 @@ fn a_sink_can_stop_the_run_early_with_every_runner_kind() {
 #[test]
 fn an_ordered_pipeline_stopped_early_gives_an_exact_prefix() {
     let _dog = watchdog("ordered stop", 30);
-    let id = |x: u64, _: &Context| Ok(x);
+    let id = common::fallible(|x: u64, _: &Context| Ok(x));
     let p = Pipeline::new()
         .stage("a", Fifo::new(id))
         .stage("b", pipework::Ordered::new(4, id));
@@ -232,7 +242,9 @@ fn an_error_before_the_stop_is_still_returned() {
     let _dog = watchdog("error then stop", 30);
     let p = Pipeline::new().stage(
         "fails",
-        Fifo::new(|x: u64, _: &Context| if x == 3 { Err("three".into()) } else { Ok(x) }),
+        Fifo::new(common::fallible(|x: u64, _: &Context| {
+            if x == 3 { Err("three".into()) } else { Ok(x) }
+        })),
     );
     let err = p
         .run(0..10u64, |x| {
@@ -243,7 +255,7 @@ fn an_error_before_the_stop_is_still_returned() {
             }
         })
         .unwrap_err();
-    assert!(err.to_string().contains("three"), "{err}");
+    assert!(format!("{err:#}").contains("three"), "{err:#}");
 }
 
 #[test]
@@ -251,12 +263,15 @@ fn processors_see_the_run_deadline() {
     let _dog = watchdog("deadline in context", 30);
     let p = Pipeline::new().stage(
         "client",
-        Fixed::new(2, |_: u64, cx: &Context| {
-            Ok((
-                cx.deadline().is_some(),
-                cx.remaining().unwrap_or(Duration::MAX),
-            ))
-        }),
+        Fixed::new(
+            2,
+            common::fallible(|_: u64, cx: &Context| {
+                Ok((
+                    cx.deadline().is_some(),
+                    cx.remaining().unwrap_or(Duration::MAX),
+                ))
+            }),
+        ),
     );
     let (out, _) = p
         .job()
@@ -280,15 +295,18 @@ fn a_processor_blocked_in_a_foreign_call_can_bound_it_by_the_deadline() {
     // 400 ms.
     let p = Pipeline::new().stage(
         "client",
-        Fixed::new(2, |x: u64, cx: &Context| {
-            let call = Duration::from_millis(400);
-            let timeout = cx.remaining().unwrap_or(call);
-            std::thread::sleep(timeout.min(call));
-            if timeout < call {
-                return Err("client timed out".into());
-            }
-            Ok(x)
-        }),
+        Fixed::new(
+            2,
+            common::fallible(|x: u64, cx: &Context| {
+                let call = Duration::from_millis(400);
+                let timeout = cx.remaining().unwrap_or(call);
+                std::thread::sleep(timeout.min(call));
+                if timeout < call {
+                    return Err("client timed out".into());
+                }
+                Ok(x)
+            }),
+        ),
     );
     let started = Instant::now();
     let err = p
@@ -309,20 +327,18 @@ fn tool(bad: u64, panics: bool) -> Pipeline<'static, String, u64> {
     Pipeline::new()
         .stage(
             "parse",
-            Fifo::new(move |line: String, _: &Context| {
+            Fifo::new(common::fallible(move |line: String, _: &Context| {
                 let n: u64 = line.parse()?;
                 if n == bad {
-                    if panics {
-                        panic!("injected: line {n}");
-                    }
+                    assert!(!panics, "injected: line {n}");
                     return Err(format!("line {n} is bad").into());
                 }
                 Ok(n)
-            }),
+            })),
         )
         .stage(
             "work",
-            pipework::Ordered::new(4, |n: u64, _: &Context| Ok(n * 2)),
+            pipework::Ordered::new(4, common::fallible(|n: u64, _: &Context| Ok(n * 2))),
         )
 }
 
@@ -346,7 +362,11 @@ fn an_error_in_an_ordered_pipeline_takes_effect_at_its_position() {
                 })
                 .unwrap_err();
             assert_eq!(written, 100_000, "panics: {panics}: {err}");
-            assert_eq!(err.stage().map(|s| s.name()), Some("parse"), "{err}");
+            assert_eq!(
+                err.stage().map(pipework::StageId::name),
+                Some("parse"),
+                "{err}"
+            );
             assert!(err.report().unwrap().totals().is_balanced());
         }
     }
@@ -372,8 +392,14 @@ fn an_error_at_the_first_or_the_last_item_gives_the_exact_prefix() {
 fn a_source_error_in_an_ordered_pipeline_lets_everything_read_before_it_through() {
     let _dog = watchdog("source prefix", 60);
     let p = Pipeline::new()
-        .stage("a", Fifo::new(|x: u64, _: &Context| Ok(x)))
-        .stage("b", pipework::Ordered::new(3, |x: u64, _: &Context| Ok(x)));
+        .stage(
+            "a",
+            Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
+        .stage(
+            "b",
+            pipework::Ordered::new(3, common::fallible(|x: u64, _: &Context| Ok(x))),
+        );
     for _ in 0..10 {
         let items = (0..50_000u64).map(|x| {
             if x == 40_000 {
@@ -402,22 +428,31 @@ fn a_later_stage_failing_on_an_earlier_item_wins() {
     let p = Pipeline::new()
         .stage(
             "first",
-            Fifo::new(|x: u64, _: &Context| if x == 900 { Err("first".into()) } else { Ok(x) }),
+            Fifo::new(common::fallible(|x: u64, _: &Context| {
+                if x == 900 { Err("first".into()) } else { Ok(x) }
+            })),
         )
         .stage(
             "second",
-            pipework::Ordered::new(2, |x: u64, _: &Context| {
-                if x == 100 {
-                    Err("second".into())
-                } else {
-                    Ok(x)
-                }
-            }),
+            pipework::Ordered::new(
+                2,
+                common::fallible(|x: u64, _: &Context| {
+                    if x == 100 {
+                        Err("second".into())
+                    } else {
+                        Ok(x)
+                    }
+                }),
+            ),
         );
     for _ in 0..10 {
         let mut got = Vec::new();
         let err = p.run(0..1_000u64, &mut got).unwrap_err();
-        assert_eq!(err.stage().map(|s| s.name()), Some("second"), "{err}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("second"),
+            "{err}"
+        );
         assert_eq!(got.len(), 100);
         assert!(got.iter().copied().eq(0..100));
         let report = err.report().unwrap();
@@ -454,15 +489,15 @@ fn random_order_keeping_topologies_give_the_exact_prefix_before_a_failure() {
         let mut kinds = Vec::new();
         for i in 0..stages {
             let fails = i == failing_stage;
-            let step = move |x: u64, _: &Context| -> Result<u64, pipework::BoxError> {
-                if fails && x == bad {
-                    if panics {
-                        panic!("injected panic on {x}");
+            let step = common::fallible(
+                move |x: u64, _: &Context| -> Result<u64, pipework::BoxError> {
+                    if fails && x == bad {
+                        assert!(!panics, "injected panic on {x}");
+                        return Err(format!("fails on {x}").into());
                     }
-                    return Err(format!("fails on {x}").into());
-                }
-                Ok(x)
-            };
+                    Ok(x)
+                },
+            );
             if rng.below(2) == 0 {
                 kinds.push("fifo".to_owned());
                 p = p.stage(format!("s{i}"), Fifo::new(step));
@@ -480,7 +515,7 @@ fn random_order_keeping_topologies_give_the_exact_prefix_before_a_failure() {
         assert_eq!(got.len() as u64, bad, "{what}");
         assert!(got.iter().copied().eq(0..bad), "{what}");
         assert_eq!(
-            err.stage().map(|s| s.index()),
+            err.stage().map(pipework::StageId::index),
             Some(failing_stage),
             "{what}"
         );

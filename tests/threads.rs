@@ -14,8 +14,14 @@ fn no_thread_of_the_run_is_alive_after_run_returns() {
     // The watchdog's thread is part of the baseline.
     let baseline = thread_count();
     let p = Pipeline::new()
-        .stage("fifo", Fifo::new(|x: u64, _: &Context| Ok(x)))
-        .stage("fixed", Fixed::new(3, |x: u64, _: &Context| Ok(x)))
+        .stage(
+            "fifo",
+            Fifo::new(common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
+        .stage(
+            "fixed",
+            Fixed::new(3, common::fallible(|x: u64, _: &Context| Ok(x))),
+        )
         .stage(
             "dyn",
             Dynamic::new(50, sleepy::<u64>(Duration::from_micros(100))),
@@ -23,13 +29,13 @@ fn no_thread_of_the_run_is_alive_after_run_returns() {
         .stage(
             "fan",
             Broadcast::new()
-                .branch(Fixed::new(2, |x: u64, _: &Context| Ok(x)))
-                .branch(Fifo::new(|x: u64, _: &Context| -> Result<u64, BoxError> {
-                    if x == 20_000 {
-                        panic!("injected")
-                    }
-                    Ok(x)
-                })),
+                .branch(Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))))
+                .branch(Fifo::new(common::fallible(
+                    |x: u64, _: &Context| -> Result<u64, BoxError> {
+                        assert!(x != 20_000, "injected");
+                        Ok(x)
+                    },
+                ))),
         );
     // A finished run.
     let (out, report) = p.collect(0..2000u64).unwrap();

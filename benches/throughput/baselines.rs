@@ -127,7 +127,7 @@ pub fn copy_chain(n: u64) -> u64 {
 pub fn scope_chain_sum(n: u64, workers: usize) -> u64 {
     let mut sum = 0;
     chain(QUEUE_CHUNKS * CHUNK_ITEMS, workers, 0..n, black_box, |x| {
-        sum += x
+        sum += x;
     });
     sum
 }

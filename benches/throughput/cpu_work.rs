@@ -3,7 +3,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use pipework::{BoxError, Context};
+use pipework::{Processor, map};
 
 /// W3's unit of work: a chain of xorshift-multiply rounds over the item. Each round depends
 /// on the last, so the optimiser can neither skip nor vectorise it. The result keeps 32
@@ -19,10 +19,8 @@ pub fn work(item: u64, rounds: u32) -> u64 {
 }
 
 /// `work` as a pipework processor, for a stage of any runner.
-pub fn work_stage(
-    rounds: u32,
-) -> impl Fn(u64, &Context<'_>) -> Result<u64, BoxError> + Clone + Send + Sync + 'static {
-    move |x: u64, _: &Context<'_>| Ok(work(x, rounds))
+pub fn work_stage(rounds: u32) -> impl Processor<u64, u64> + Clone + Sync + 'static {
+    map(move |x: u64| work(x, rounds))
 }
 
 /// The number of rounds that makes one call of `work` take about `target`.

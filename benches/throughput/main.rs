@@ -31,6 +31,24 @@
 //! - `workloads`: W1–W11, one file each (W4 has two: its run and its footprint);
 //! - `scaling`: the `--scaling` table.
 
+// Pedantic lints this bench allows, and why:
+// - `cast_possible_truncation`: small counts and indices (thousands) fit the narrower type.
+// - `cast_precision_loss`: counts and nanoseconds far below 2^52 become `f64` rates.
+// - `cast_sign_loss`: only non-negative values (counts, rounded ratios) become unsigned.
+// - `items_after_statements`: helpers sit next to the one scenario that uses them.
+// - `many_single_char_names`: the ideal-time formula keeps its one-letter names.
+// - `similar_names`: `stop`/`step`, `build`/`built`: the words they mean.
+// - `unused_self`: printing methods take `&self` for one call style.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::cast_sign_loss,
+    clippy::items_after_statements,
+    clippy::many_single_char_names,
+    clippy::similar_names,
+    clippy::unused_self
+)]
+
 mod baselines;
 mod child;
 mod cli;

@@ -4,12 +4,13 @@
 use std::cell::Cell;
 use std::hint::black_box;
 
-use pipework::{BoxError, Context, IntoSource, Pipeline, Report, StageRunner};
+use pipework::runner::StageRunner;
+use pipework::{IntoSource, Pipeline, Processor, Report, map};
 
-/// The stage of the identity workloads. `black_box` keeps the optimiser from seeing that
-/// it does nothing.
-pub fn identity<T>(item: T, _: &Context<'_>) -> Result<T, BoxError> {
-    Ok(black_box(item))
+/// The processor of the identity workloads. `black_box` keeps the optimiser from seeing
+/// that it does nothing.
+pub fn identity<T: Send>() -> impl Processor<T, T> + Clone + Sync {
+    map(|item: T| black_box(item))
 }
 
 /// Four stages of the runner `make` returns, named s1..s4.

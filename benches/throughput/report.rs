@@ -14,7 +14,7 @@ use crate::stats::{Quartiles, quartiles};
 
 /// Prints what the figures were measured on: they mean little without it.
 pub fn print_machine(mode: &Mode) {
-    let cpus = thread::available_parallelism().map_or(0, |n| n.get());
+    let cpus = thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let model = procfs::cpu_model().unwrap_or_else(|| "unknown".into());
     // Other work may share the machine; the load average tells the reader how much.
     let load = procfs::load_average().unwrap_or_default();

@@ -18,7 +18,7 @@ const ROUNDS: usize = 3;
 /// Prints the table, and one `bench scaling <runner>_<workers> <x sequential>` line per
 /// figure.
 pub fn run() -> ExitCode {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let rounds = calibrate(Duration::from_micros(5));
     let expect = sequential_work(ITEMS, rounds);
     let time = |f: &mut dyn FnMut() -> u64| {

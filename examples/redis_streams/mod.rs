@@ -19,15 +19,13 @@
 //! Every entry the source yields must end in the sink or in the failure handler: a stage that
 //! filters entries out would leave them pending (and reclaimed, again and again).
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use pipework::{BoxError, CancelToken, Sink, Source};
 use redis::{Connection, Value};
 
@@ -498,9 +496,9 @@ impl Writer {
         in_flight: Arc<InFlight>,
         stats: Arc<Stats>,
         token: CancelToken,
-    ) -> Result<Rc<RefCell<Self>>, StreamError> {
+    ) -> Result<Arc<Mutex<Self>>, StreamError> {
         let con = connect(&config)?;
-        Ok(Rc::new(RefCell::new(Writer {
+        Ok(Arc::new(Mutex::new(Writer {
             con,
             config,
             in_flight,
@@ -603,13 +601,19 @@ impl Writer {
     }
 }
 
+/// The writer behind its lock (shared by the sink and the failure handler, which run on
+/// the same thread, one at a time: the lock is never contended).
+pub fn lock(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    writer.lock()
+}
+
 /// The sink: each batch of replies written and acknowledged in one transaction.
 #[derive(Debug)]
-pub struct StreamSink(pub Rc<RefCell<Writer>>);
+pub struct StreamSink(pub Arc<Mutex<Writer>>);
 
 impl Sink<Vec<Reply>> for StreamSink {
     fn consume(&mut self, replies: Vec<Reply>) -> Result<(), BoxError> {
-        let mut writer = self.0.borrow_mut();
+        let mut writer = lock(&self.0);
         if let Some(e) = writer.take_error() {
             return Err(e.into());
         }

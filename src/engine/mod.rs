@@ -5,13 +5,15 @@
 //!
 //! # Files
 //!
-//! - `state`: what a run's threads share (token, first error, routed failures, stages);
+//! - `state`: what a run's threads share (token, first error, stages);
 //! - `counters`: the one list of a stage's counters, and the custody guard of helpers;
 //! - `threads`: starting threads on the scope, taps, joining;
 //! - `stage`: the runner contract (`StageRunner`, `StageHandle`) and its enforcement;
 //! - `worker`: a worker and the per-item policy loop;
 //! - `lanes`: stages with lanes of their own (broadcast, ordered pools);
-//! - `source`, `sink`: the source thread and the calling thread's loop.
+//! - `source`, `sink`: the source thread and the calling thread's loop (a sink, or the
+//!   consumer's iterator; routed failures reach their handlers there, as typed calls made
+//!   by the failing worker).
 //!
 //! # Topology
 //!
@@ -74,7 +76,7 @@ mod worker;
 pub use stage::{StageHandle, StageRunner};
 pub use worker::{Next, Worker};
 
-pub(crate) use sink::{Handler, Progress};
+pub(crate) use sink::{Consumer, Progress, ToFn, ToSink};
 pub(crate) use stage::{Launcher, Segment};
 pub(crate) use state::{RunConfig, StageState};
 
@@ -87,11 +89,10 @@ use crate::context::CancelToken;
 use crate::error::{Error, ErrorKind, Site, panic_message};
 use crate::id::thread_name;
 use crate::report::{Report, SinkReport};
-use crate::sink::Sink;
 use crate::source::IntoSource;
 use crate::transport::{Inbox, Pacer, SharedInput, wait_until};
 
-use sink::SinkLoop;
+use sink::{Deliveries, Feed, SinkLoop};
 use state::RunState;
 use threads::{Reaper, SpawnRefused, Spawner, Taps};
 
@@ -102,48 +103,44 @@ pub(crate) struct JobOptions<'h> {
     pub(crate) token: Option<CancelToken>,
     /// The run's time limit.
     pub(crate) timeout: Option<std::time::Duration>,
-    /// Where routed failures go.
-    pub(crate) on_failure: Option<Handler<'h>>,
     /// Live progress reports.
     pub(crate) progress: Option<Progress<'h>>,
 }
 
-/// Runs the stages of `chain` once, from `source` to `sink`.
-pub(crate) fn execute<In, Out, S, K>(
+/// Runs the stages of `chain` once, from `source` to `consumer`.
+pub(crate) fn execute<In, Out, S, C>(
     chain: &(dyn Segment<In, Out> + '_),
     config: RunConfig,
     job: JobOptions<'_>,
     source: S,
-    sink: K,
-) -> Result<Report, Error>
+    consumer: C,
+) -> Result<(C::Output, Report), Error>
 where
     In: Send,
     Out: Send,
     S: IntoSource<In>,
-    K: Sink<Out>,
+    C: Consumer<Out>,
 {
     let started = Instant::now();
-    let (run, failures) = RunState::new(config, started);
+    let run = RunState::new(config, started);
     if run.token.is_cancelled() {
         // Attached to a token cancelled before the run started: nothing starts, nothing
         // is read.
         let report = run.report(SinkReport::default(), started.elapsed(), &[]);
         return Err(Error::new(ErrorKind::Cancelled, Some(report)));
     }
-    let JobOptions {
-        on_failure,
-        mut progress,
-        ..
-    } = job;
+    let JobOptions { mut progress, .. } = job;
     // The source travels to its thread through this slot: if the thread is never started
     // (the run was cancelled first), it is still here to be dropped under `catch_unwind`.
     let source = Mutex::new(Some(source.into_source()));
-    let mut sink = Some(sink);
-    let mut sink_loop = None;
+    let mut consumer = Some(consumer);
+    let mut output = None;
+    let mut sink_report = SinkReport::default();
 
     std::thread::scope(|scope| {
         let run = &run;
-        let (spawner, handles, taps) = Spawner::new(scope, run);
+        let (deliveries, delivered) = Deliveries::new(run.capacity_of(run.stages.len()).max(16));
+        let (spawner, handles, taps) = Spawner::new(scope, run, std::sync::Arc::clone(&deliveries));
         let mut reaper = Reaper::new(handles);
         let mut taps = Taps::new(taps);
         // The deadline thread starts first: if it cannot, nothing else has started.
@@ -189,17 +186,26 @@ where
             inbox: Inbox::new(SharedInput::new(last), shape),
             pacer: Pacer::new(1),
             report: SinkReport::default(),
-            failures,
-            on_failure,
+            delivered,
+            deliveries,
+            handler_panicked: false,
             started,
+            // Once everything reached the consumer, the time limit no longer applies.
+            done: done.clone(),
+            ended: false,
         };
-        if let Some(sink) = sink.as_mut() {
-            lp.run(sink, progress.as_mut(), &mut taps, &mut reaper);
-            // Everything reached the sink: the time limit no longer applies.
-            done.cancel();
-            if !run.failed() && (!run.token.is_cancelled() || run.stopped()) {
-                lp.finish(sink);
-            }
+        if let Some(consumer) = consumer.as_mut() {
+            let next_tick = progress
+                .as_ref()
+                .and_then(|(every, _)| Instant::now().checked_add(*every));
+            let mut feed = Feed {
+                lp: &mut lp,
+                progress: progress.as_mut(),
+                next_tick,
+                taps: &mut taps,
+                reaper: &mut reaper,
+            };
+            output = consumer.consume(&mut feed);
         }
         done.cancel();
 
@@ -211,24 +217,24 @@ where
             lp.drop_panicked(panic);
         }
         lp.deliver_rest();
-        sink_loop = Some(lp);
+        sink_report = lp.report;
     });
 
     // User values the run owned: their `Drop` is user code, caught like the rest.
-    let handler = sink_loop.as_mut().and_then(|lp| lp.on_failure.take());
-    drop_caught(&run, Site::Sink, sink);
-    drop_caught(&run, Site::FailureHandler, handler);
+    drop_caught(&run, Site::Sink, consumer);
     drop_caught(&run, Site::Progress, progress);
     drop_caught(&run, Site::Source, source.into_inner());
-    let sink_report = sink_loop.map(|lp| lp.report).unwrap_or_default();
+    // What the consumer gave back from a run that failed after all is dropped here.
+    if run.failed() || (run.token.is_cancelled() && !run.stopped()) {
+        drop_caught(&run, Site::Sink, output.take());
+    }
     let report = run.report(sink_report, started.elapsed(), &[]);
-    match run.take_error() {
-        Some(kind @ ErrorKind::Config { .. }) => Err(Error::new(kind, None)),
-        Some(kind) => Err(Error::new(kind, Some(report))),
-        None if run.token.is_cancelled() && !run.stopped() => {
-            Err(Error::new(ErrorKind::Cancelled, Some(report)))
-        }
-        None => Ok(report),
+    match (run.take_error(), output) {
+        (Some(kind @ ErrorKind::Config { .. }), _) => Err(Error::new(kind, None)),
+        (Some(kind), _) => Err(Error::new(kind, Some(report))),
+        (None, Some(output)) => Ok((output, report)),
+        // Cancelled; or a consumer that failed without saying why (not reached).
+        (None, None) => Err(Error::new(ErrorKind::Cancelled, Some(report))),
     }
 }
 

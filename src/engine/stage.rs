@@ -60,16 +60,17 @@ use crate::transport::{EdgeRx, EdgeTx, Recv, SharedInput, dispose};
 ///   holds.
 ///
 /// ```
-/// use pipework::{Context, Pipeline, StageHandle, StageRunner};
+/// use pipework::runner::{StageHandle, StageRunner};
+/// use pipework::{map, Pipeline, Processor};
 ///
-/// /// Runs a `Fn` processor on two workers (what `Fixed::new(2, f)` does).
-/// struct Twice<F>(F);
+/// /// Runs a processor on two workers, a clone each (what `Fixed::new(2, p)` does).
+/// struct Twice<P>(P);
 ///
-/// impl<In, Out, F> StageRunner<In, Out> for Twice<F>
+/// impl<In, Out, P> StageRunner<In, Out> for Twice<P>
 /// where
 ///     In: Send,
 ///     Out: Send,
-///     F: Fn(In, &Context<'_>) -> Result<Out, pipework::BoxError> + Send + Sync,
+///     P: Processor<In, Out> + Clone + Sync,
 /// {
 ///     fn kind(&self) -> &'static str {
 ///         "twice"
@@ -77,17 +78,25 @@ use crate::transport::{EdgeRx, EdgeTx, Recv, SharedInput, dispose};
 ///
 ///     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
 ///         for _ in 0..2 {
-///             stage.spawn(move |mut worker| worker.run(&mut &self.0));
+///             stage.spawn(move |mut worker| worker.run(&mut self.0.clone()));
 ///         }
 ///     }
 /// }
 ///
-/// let pipeline = Pipeline::new().stage("square", Twice(|x: u64, _: &Context| Ok(x * x)));
+/// let pipeline = Pipeline::new().stage("square", Twice(map(|x: u64| x * x)));
 /// let (mut out, report) = pipeline.collect(1..=4).unwrap();
 /// out.sort();
 /// assert_eq!(out, [1, 4, 9, 16]);
 /// assert_eq!(report.stages[0].kind, "twice");
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot run a stage from `{In}` to `{Out}`",
+    label = "not a stage runner from `{In}` to `{Out}`",
+    note = "a stage's runner is `Fifo::new(p)`, `Fixed::new(n, p)`, `Dynamic::new(max, p)`, \
+            `Ordered::new(n, p)`, `Batch::new(size, max_wait, p)` or `Broadcast`, with a \
+            processor `p` from `{In}` to `{Out}` (`map(|x| …)`, `try_map(…)`, …), or a type \
+            implementing `pipework::runner::StageRunner<{In}, {Out}>`"
+)]
 pub trait StageRunner<In, Out>: Send + Sync {
     /// A short name for reports: `"fifo"`, `"fixed"`, …
     fn kind(&self) -> &'static str;
@@ -133,7 +142,7 @@ where
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
-        (**self).start(stage)
+        (**self).start(stage);
     }
 }
 
@@ -220,7 +229,7 @@ pub struct StageHandle<'scope, 'env, In: 'scope, Out: 'scope> {
     /// The stage's id, kind and counters.
     pub(super) stage: &'scope StageState,
     /// The stage's error policy.
-    pub(super) policy: &'scope Policy<In>,
+    pub(super) policy: &'scope Policy<'scope, In>,
     /// The stage's input (or a branch's), and the count of its readers.
     lane: LaneRef<'scope, In>,
     /// The next stage's input queue.
@@ -256,7 +265,7 @@ where
     pub(super) fn new(
         spawner: Spawner<'scope, 'env>,
         stage: &'scope StageState,
-        policy: &'scope Policy<In>,
+        policy: &'scope Policy<'scope, In>,
         input: EdgeRx<In>,
         output: EdgeTx<Out>,
     ) -> Self {
@@ -429,7 +438,7 @@ impl<'scope> Launcher<'scope, '_> {
         &self,
         index: usize,
         runner: &'scope R,
-        policy: &'scope Policy<In>,
+        policy: &'scope Policy<'scope, In>,
         input: EdgeRx<In>,
     ) -> EdgeRx<Out>
     where

@@ -1,5 +1,5 @@
-//! What the threads of one run share: the run's token, its first error, routed failures,
-//! and each stage's identity and counters.
+//! What the threads of one run share: the run's token, its first error, and each stage's
+//! identity and counters.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -10,9 +10,8 @@ use super::counters::{Counter, StageStats};
 use crate::context::{CancelToken, Cancelled};
 use crate::error::{ErrorKind, Site};
 use crate::id::StageId;
-use crate::policy::Failure;
 use crate::report::{Report, SinkReport, SourceReport};
-use crate::transport::{EdgeRx, EdgeTx, Tap};
+use crate::transport::Tap;
 
 /// The state of one run. Lives on the calling thread's stack for the run.
 pub(crate) struct RunState {
@@ -36,11 +35,6 @@ pub(crate) struct RunState {
     stopped: AtomicBool,
     /// Per-stage identity and counters, indexed by stage.
     pub(crate) stages: Vec<StageState>,
-    /// Routed failures on their way to the calling thread (one per chunk).
-    failures: EdgeTx<Failure>,
-    /// Routed failures that could not be queued because the run was cancelled; delivered
-    /// after the join.
-    overflow: Mutex<Vec<Failure>>,
     /// The largest chunk on any edge.
     pub(crate) max_chunk: usize,
     /// The stack size of the run's threads, if set.
@@ -121,9 +115,8 @@ pub(crate) struct RunConfig {
 }
 
 impl RunState {
-    /// A run about to start; returns it with the receiving end of the failure queue.
-    pub(crate) fn new(config: RunConfig, started: Instant) -> (Self, EdgeRx<Failure>) {
-        let (failures, failures_rx) = crate::transport::edge(config.default_capacity.max(16), 1);
+    /// A run about to start.
+    pub(crate) fn new(config: RunConfig, started: Instant) -> Self {
         let source_deferred = config.stages.first().is_none_or(|s| s.deferred);
         let run = RunState {
             token: CancelToken::new(),
@@ -135,8 +128,6 @@ impl RunState {
             suppressed: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             stages: config.stages,
-            failures,
-            overflow: Mutex::new(Vec::new()),
             max_chunk: config.max_chunk,
             stack_size: config.stack_size,
             sink_capacity: config.default_capacity,
@@ -151,7 +142,7 @@ impl RunState {
         if let Some(external) = &run.external {
             external.attach(&run.token);
         }
-        (run, failures_rx)
+        run
     }
 
     /// Records `kind` as the run's error if it is the first, and cancels the run.
@@ -276,19 +267,6 @@ impl RunState {
     /// The first error, once every thread has been joined.
     pub(crate) fn take_error(&self) -> Option<ErrorKind> {
         self.first.lock().take().map(|(kind, _)| kind)
-    }
-
-    /// Sends a failure to the calling thread's handler. Never loses it: if the run is
-    /// cancelled while the queue is full, it is kept for delivery after the join.
-    pub(crate) fn route(&self, failure: Failure) {
-        if let Err(mut failure) = self.failures.send(vec![failure], &self.token) {
-            self.overflow.lock().append(&mut failure);
-        }
-    }
-
-    /// Failures set aside because the run was cancelled while the queue was full.
-    pub(crate) fn take_overflow(&self) -> Vec<Failure> {
-        std::mem::take(&mut *self.overflow.lock())
     }
 
     /// Counts `n` items found queued for stage `index` (or the sink, past the end) after

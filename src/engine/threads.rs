@@ -1,10 +1,12 @@
 //! Starting the threads of a run on its scope, and joining them.
 
+use std::sync::Arc;
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::sink::Deliveries;
 use super::state::{RunState, Tapped};
 use crate::transport::{EdgeRx, EdgeTx, Shape, edge, lane};
 
@@ -19,6 +21,8 @@ pub(crate) struct Spawner<'scope, 'env> {
     handles: Sender<ScopedJoinHandle<'scope, ()>>,
     /// Where taps go.
     taps: Sender<Tapped<'scope>>,
+    /// Where routed failures go, to be handed to their handlers on the calling thread.
+    deliveries: Arc<Deliveries<'scope>>,
 }
 
 impl Clone for Spawner<'_, '_> {
@@ -28,6 +32,7 @@ impl Clone for Spawner<'_, '_> {
             run: self.run,
             handles: self.handles.clone(),
             taps: self.taps.clone(),
+            deliveries: Arc::clone(&self.deliveries),
         }
     }
 }
@@ -46,6 +51,7 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
     pub(crate) fn new(
         scope: &'scope Scope<'scope, 'env>,
         run: &'scope RunState,
+        deliveries: Arc<Deliveries<'scope>>,
     ) -> (
         Self,
         Receiver<ScopedJoinHandle<'scope, ()>>,
@@ -58,12 +64,18 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
             run,
             handles,
             taps,
+            deliveries,
         };
         (spawner, handles_rx, taps_rx)
     }
 
     pub(crate) fn run(&self) -> &'scope RunState {
         self.run
+    }
+
+    /// The queue of routed failures to the calling thread.
+    pub(crate) fn deliveries(&self) -> &Arc<Deliveries<'scope>> {
+        &self.deliveries
     }
 
     /// Starts a named thread, unless the run is cancelled. Its body must catch its own

@@ -5,11 +5,12 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::counters::{Counter, Counts};
+use super::sink::Deliveries;
 use super::stage::StageHandle;
 use super::state::{RunState, StageState};
 use crate::context::{CancelToken, Cancelled, Context};
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
-use crate::policy::{Erase, Failure, Policy, Transient, unwrap_transient};
+use crate::policy::{Failure, Policy, Transient, unwrap_transient};
 use crate::processor::{Emitter, Processor};
 use crate::transport::pace::nanos;
 use crate::transport::{EdgeTx, Inbox, Outbox, Pacer, Payload, Recv, SharedInput, Took};
@@ -56,7 +57,9 @@ pub struct Worker<'scope, In: 'scope, Out: 'scope> {
     /// The stage's id and counters.
     stage: &'scope StageState,
     /// The stage's error policy.
-    policy: &'scope Policy<In>,
+    policy: &'scope Policy<'scope, In>,
+    /// Where routed failures go.
+    deliveries: Arc<Deliveries<'scope>>,
     /// The current input chunk.
     inbox: Inbox<In>,
     /// The output buffer.
@@ -124,6 +127,7 @@ where
             run,
             stage,
             policy: handle.policy,
+            deliveries: Arc::clone(handle.spawner.deliveries()),
             inbox: Inbox::new(input, shape),
             outbox,
             turns,
@@ -271,7 +275,7 @@ where
         let policy = self.policy;
         let unit = Unit {
             keep: policy.keep.as_ref().map(|k| k as &dyn Fn(&In) -> In),
-            erase: policy.erase,
+            into_items: |item| vec![item],
             items: 1,
         };
         self.process_unit(processor, item, &unit)
@@ -289,14 +293,14 @@ where
             .map(|k| move |batch: &Vec<In>| batch.iter().map(k).collect::<Vec<In>>());
         let unit = Unit {
             keep: keep.as_ref().map(|k| k as &dyn Fn(&Vec<In>) -> Vec<In>),
-            erase: policy.erase_batch,
+            into_items: |batch| batch,
             items: batch.len() as u64,
         };
         self.process_unit(processor, batch, &unit)
     }
 
     /// The body of `process` and `process_batch`.
-    fn process_unit<U, P>(&mut self, processor: &mut P, unit: U, how: &Unit<'_, U>) -> bool
+    fn process_unit<U, P>(&mut self, processor: &mut P, unit: U, how: &Unit<'_, U, In>) -> bool
     where
         P: Processor<U, Out> + ?Sized,
     {
@@ -336,7 +340,7 @@ where
             };
             // The run's token too: its cancellation reaches the stage's a moment later.
             if self.cx.is_cancelled() || self.run.token.is_cancelled() {
-                if error.is::<Cancelled>() || how.erase.is_some() {
+                if error.is::<Cancelled>() || self.policy.routes() {
                     // The cancellation itself, reaching the processor; or a failure a
                     // routing stage would have handed on, in a run that is over.
                     self.settle(Counter::Cancelled, items);
@@ -364,27 +368,35 @@ where
             }
         };
         self.settle_failed(items);
-        match (kept, how.erase) {
-            (Some(item), Some(erase)) => {
-                self.local[Counter::Routed] += 1;
-                self.run
-                    .route(Failure::new(self.stage.id.clone(), error, erase(item)));
-                !self.cx.is_cancelled()
-            }
-            _ => {
-                let kind = ErrorKind::Stage {
-                    stage: self.stage.id.clone(),
-                    error,
-                };
-                if self.stage.deferred {
-                    self.hand_on_before_failing();
-                    self.run.fail_at(kind, self.stage.id.index() + 1);
-                } else {
-                    self.run.fail(kind);
-                }
-                false
-            }
+        let policy = self.policy;
+        if let (Some(unit), Some(route)) = (kept, policy.route.as_deref()) {
+            self.local[Counter::Routed] += 1;
+            // The handler's call, made on the calling thread: typed here, where the stage's
+            // input type is known.
+            let stage = self.stage.id.clone();
+            let error: Arc<dyn std::error::Error + Send + Sync> = Arc::from(error);
+            let items = (how.into_items)(unit);
+            self.deliveries.send(
+                Box::new(move || {
+                    for item in items {
+                        route.deliver(Failure::new(stage.clone(), Arc::clone(&error), item));
+                    }
+                }),
+                &self.run.token,
+            );
+            return !self.cx.is_cancelled();
         }
+        let kind = ErrorKind::Stage {
+            stage: self.stage.id.clone(),
+            error,
+        };
+        if self.stage.deferred {
+            self.hand_on_before_failing();
+            self.run.fail_at(kind, self.stage.id.index() + 1);
+        } else {
+            self.run.fail(kind);
+        }
+        false
     }
 
     /// Fails the run with a stage error (for instance when a worker cannot set itself up).
@@ -507,12 +519,12 @@ impl<In, Out> fmt::Debug for Worker<'_, In, Out> {
     }
 }
 
-/// How one unit of work (an item, or a batch) is kept, erased and counted.
-struct Unit<'p, U> {
+/// How one unit of work (an item, or a batch) is kept, routed and counted.
+struct Unit<'p, U, In> {
     /// Clones the unit before an attempt, when the stage retries or routes.
     keep: Option<&'p dyn Fn(&U) -> U>,
-    /// Erases a failed unit for the failure handler, when the stage routes.
-    erase: Option<Erase<U>>,
+    /// The stage's input items in a failed unit, for the failure handler.
+    into_items: fn(U) -> Vec<In>,
     /// Stage input items in the unit.
     items: u64,
 }

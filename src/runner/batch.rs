@@ -29,11 +29,11 @@ use crate::error::BoxError;
 ///
 /// ```
 /// use std::time::Duration;
-/// use pipework::{Batch, Context, Pipeline};
+/// use pipework::{map, Batch, Pipeline};
 ///
 /// let pipeline = Pipeline::new().stage(
 ///     "bulk insert",
-///     Batch::new(100, Duration::from_millis(10), |rows: Vec<u32>, _: &Context| Ok(rows.len())),
+///     Batch::new(100, Duration::from_millis(10), map(|rows: Vec<u32>| rows.len())),
 /// );
 /// let (sizes, report) = pipeline.collect(0..250u32).unwrap();
 /// assert_eq!(sizes.iter().sum::<usize>(), 250);

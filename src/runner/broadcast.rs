@@ -14,13 +14,13 @@ use crate::engine::{StageHandle, StageRunner};
 /// # Examples
 ///
 /// ```
-/// use pipework::{Broadcast, Context, Fifo, Pipeline};
+/// use pipework::{map, Broadcast, Fifo, Pipeline};
 ///
 /// let pipeline = Pipeline::new().stage(
 ///     "fan out",
 ///     Broadcast::new()
-///         .branch(Fifo::new(|x: u32, _: &Context| Ok(format!("audit {x}"))))
-///         .branch(Fifo::new(|x: u32, _: &Context| Ok(format!("notify {x}")))),
+///         .branch(Fifo::new(map(|x: u32| format!("audit {x}"))))
+///         .branch(Fifo::new(map(|x: u32| format!("notify {x}")))),
 /// );
 /// let (mut out, report) = pipeline.collect([1, 2]).unwrap();
 /// out.sort();
@@ -41,6 +41,7 @@ impl<'a, In, Out> Broadcast<'a, In, Out> {
     }
 
     /// Adds a branch.
+    #[must_use]
     pub fn branch<R>(mut self, runner: R) -> Self
     where
         R: StageRunner<In, Out> + 'a,
@@ -68,7 +69,11 @@ impl<In, Out> Default for Broadcast<'_, In, Out> {
 
 impl<In, Out> std::fmt::Debug for Broadcast<'_, In, Out> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kinds: Vec<_> = self.branches.iter().map(|b| b.kind()).collect();
+        let kinds: Vec<_> = self
+            .branches
+            .iter()
+            .map(|b| StageRunner::kind(&**b))
+            .collect();
         f.debug_struct("Broadcast")
             .field("branches", &kinds)
             .finish()

@@ -28,15 +28,14 @@ use crate::error::BoxError;
 ///
 /// ```
 /// use std::time::{Duration, Instant};
-/// use pipework::{Context, Dynamic, Pipeline};
+/// use pipework::{with_context, Dynamic, Pipeline};
 ///
 /// // 200 calls of 50 ms each, at most 200 at once: about 50 ms in all.
 /// let pipeline = Pipeline::new().stage(
 ///     "call",
-///     Dynamic::new(200, |id: u32, cx: &Context| {
-///         cx.sleep(Duration::from_millis(50))?;
-///         Ok(id)
-///     }),
+///     Dynamic::new(200, with_context(|id: u32, cx| {
+///         cx.sleep(Duration::from_millis(50)).map(|()| id)
+///     })),
 /// );
 /// let started = Instant::now();
 /// let (out, report) = pipeline.collect(0..200).unwrap();
@@ -84,6 +83,7 @@ impl<M> Dynamic<M> {
     }
 
     /// How long a worker waits for work before it retires (`Duration::MAX`: never).
+    #[must_use]
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;
         self
@@ -131,7 +131,7 @@ where
 
 /// What the workers of one run share.
 ///
-/// Two counts, both changed only by read-modify-writes (Ordering: AcqRel throughout, so
+/// Two counts, both changed only by read-modify-writes (Ordering: `AcqRel` throughout, so
 /// each bound holds by atomicity alone):
 /// - `places` bounds the workers at `max`: taken before a worker starts, given back only
 ///   after its `Worker` is gone, so the reported peak never exceeds `max`;

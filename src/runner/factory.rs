@@ -10,6 +10,13 @@ use crate::processor::Processor;
 ///
 /// Runners are built from a processor to clone ([`Cloned`], [`PerRun`]) or from an init
 /// closure ([`Init`]); implement this trait for anything else.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot make processors from `{In}` to `{Out}`",
+    label = "no processor from `{In}` to `{Out}`",
+    note = "a runner's processor must be a `Processor<{In}, {Out}>`: wrap a closure in \
+            `map`, `try_map`, `filter_map`, `flat_map` or `with_context`; a pool clones it \
+            for every worker, so it must be `Clone` and `Sync` (use `with_init` otherwise)"
+)]
 pub trait Factory<In, Out>: Send + Sync {
     /// The processor a worker runs.
     type Processor: Processor<In, Out>;
@@ -24,8 +31,14 @@ pub trait Factory<In, Out>: Send + Sync {
 
 /// A factory that clones one processor for every worker (a closure capturing references
 /// clones for free).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cloned<P>(pub(crate) P);
+
+impl<P> std::fmt::Debug for Cloned<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cloned").finish_non_exhaustive()
+    }
+}
 
 impl<In, Out, P> Factory<In, Out> for Cloned<P>
 where
@@ -63,8 +76,14 @@ where
 /// A factory that calls an init closure once per worker, on the worker's thread; the
 /// closure returns the worker's processor, which owns the worker's state (a connection, a
 /// buffer, a hasher).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Init<F>(pub(crate) F);
+
+impl<F> std::fmt::Debug for Init<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Init").finish_non_exhaustive()
+    }
+}
 
 impl<In, Out, F, P> Factory<In, Out> for Init<F>
 where

@@ -19,15 +19,15 @@ use crate::error::BoxError;
 /// # Examples
 ///
 /// ```
-/// use pipework::{Context, Fifo, Pipeline};
+/// use pipework::{map, Fifo, Pipeline};
 ///
 /// let mut total = 0;
 /// let running_sum = Pipeline::new().stage(
 ///     "running sum",
-///     Fifo::new(move |x: u64, _: &Context| {
+///     Fifo::new(map(move |x: u64| {
 ///         total += x;
-///         Ok(total)
-///     }),
+///         total
+///     })),
 /// );
 /// let (out, _) = running_sum.collect(1..=4).unwrap();
 /// assert_eq!(out, [1, 3, 6, 10]);

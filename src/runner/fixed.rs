@@ -17,19 +17,19 @@ use crate::error::BoxError;
 ///
 /// ```
 /// use std::sync::atomic::{AtomicUsize, Ordering};
-/// use pipework::{BoxError, Context, Fixed, Pipeline};
+/// use pipework::{map, Fixed, Pipeline};
 ///
 /// let inits = AtomicUsize::new(0);
 /// let pipeline = Pipeline::new().stage(
 ///     "hash",
-///     Fixed::with_init(3, |_: &Context| {
+///     Fixed::with_init(3, |_| {
 ///         inits.fetch_add(1, Ordering::Relaxed);
 ///         let mut scratch = String::new(); // owned by this worker
-///         Ok(move |x: u32, _: &Context| -> Result<usize, BoxError> {
+///         Ok(map(move |x: u32| {
 ///             scratch.clear();
 ///             scratch.push_str(&x.to_string());
-///             Ok(scratch.len())
-///         })
+///             scratch.len()
+///         }))
 ///     }),
 /// );
 /// let (out, report) = pipeline.collect(0..1000).unwrap();
@@ -51,6 +51,12 @@ impl<P> Fixed<Cloned<P>> {
     /// Zero workers, or more than 65,536, is a configuration error, returned by `run`.
     pub fn new(workers: usize, processor: P) -> Self {
         Fixed::with_factory(workers, Cloned(processor))
+    }
+
+    /// A pool of one worker per core ([`cores`](crate::runner::cores)), each running a
+    /// clone of `processor`.
+    pub fn per_core(processor: P) -> Self {
+        Fixed::new(super::cores(), processor)
     }
 }
 

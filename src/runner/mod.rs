@@ -1,7 +1,13 @@
-//! The built-in stage runners: strategies only. Each decides how many workers run and
-//! which processor each uses, and does so through the same public
-//! [`StageHandle`](crate::StageHandle) and [`Worker`](crate::Worker) a runner of yours gets;
-//! the engine (threads, queues, policy, accounting) is below them.
+//! Stage runners — how a stage spreads its work over threads — and what it takes to write
+//! one.
+//!
+//! The built-in runners ([`Fifo`], [`Fixed`], [`Dynamic`], [`Ordered`], [`Batch`],
+//! [`Broadcast`], also at the crate's root) are strategies only: each decides how many
+//! workers run and which processor each uses, through the same public [`StageHandle`] and
+//! [`Worker`] a runner of yours gets ([`StageRunner`] says how); the engine (threads,
+//! queues, policy, accounting) is below them. A runner gives its workers processors through
+//! a [`Factory`]: [`Cloned`] (a clone per worker), [`PerRun`] (a clone per run) or [`Init`]
+//! (an init closure per worker).
 
 mod batch;
 mod broadcast;
@@ -18,6 +24,14 @@ pub use factory::{Cloned, Factory, Init, PerRun};
 pub use fifo::Fifo;
 pub use fixed::Fixed;
 pub use ordered::Ordered;
+
+pub use crate::engine::{Next, StageHandle, StageRunner, Worker};
+
+/// The number of cores this process may use (`std::thread::available_parallelism`), 1 if it
+/// cannot be known: the worker count of [`Fixed::per_core`] and [`Ordered::per_core`].
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
 
 /// The most workers a pool accepts: a configuration error beyond it, rather than a run
 /// that starts threads until the system refuses.
@@ -42,7 +56,7 @@ fn check_workers(kind: &str, workers: usize) -> Result<(), String> {
 }
 
 /// A worker's body for runners that give each worker a processor from a factory.
-fn run_with<'scope, In, Out, M>(factory: &M, mut w: crate::Worker<'scope, In, Out>)
+fn run_with<'scope, In, Out, M>(factory: &M, mut w: Worker<'scope, In, Out>)
 where
     In: Send + 'scope,
     Out: Send + 'scope,

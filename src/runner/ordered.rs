@@ -28,11 +28,11 @@ const MAX_WINDOW: usize = 1 << 20;
 /// # Examples
 ///
 /// ```
-/// use pipework::{Context, Ordered, Pipeline};
+/// use pipework::{map, Ordered, Pipeline};
 ///
 /// let pipeline = Pipeline::new().stage(
 ///     "square",
-///     Ordered::new(4, |x: u64, _: &Context| Ok(x * x)).window(2),
+///     Ordered::new(4, map(|x: u64| x * x)).window(2),
 /// );
 /// let (out, _) = pipeline.collect(0..10_000u64).unwrap();
 /// assert!(out.iter().enumerate().all(|(i, &y)| y == (i as u64) * (i as u64)));
@@ -53,6 +53,12 @@ impl<P> Ordered<Cloned<P>> {
     /// Zero workers, or more than 65,536, is a configuration error, returned by `run`.
     pub fn new(workers: usize, processor: P) -> Self {
         Ordered::with_factory(workers, Cloned(processor))
+    }
+
+    /// A pool of one worker per core ([`cores`](crate::runner::cores)), each running a
+    /// clone of `processor`.
+    pub fn per_core(processor: P) -> Self {
+        Ordered::new(super::cores(), processor)
     }
 }
 
@@ -78,6 +84,7 @@ impl<M> Ordered<M> {
 
     /// How many finished chunks each worker may hold ahead of the slowest one (default 4).
     /// Zero, or more than 2^20 chunks over all workers, is a configuration error.
+    #[must_use]
     pub fn window(mut self, chunks: usize) -> Self {
         self.window = chunks;
         self
@@ -121,7 +128,7 @@ where
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, In, Out>) {
         stage.spawn_ordered(self.workers, self.window, move |w| {
-            run_with(&self.factory, w)
+            run_with(&self.factory, w);
         });
     }
 }

@@ -36,7 +36,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Select, SendError, Sender, TryRecvError, TrySendError};
 
 use crate::context::CancelToken;
 
@@ -207,7 +207,7 @@ fn send_or_cancel<M>(tx: &Sender<M>, value: M, token: &CancelToken) -> Result<()
             sel.recv(token.signal());
             let oper = sel.select();
             if oper.index() == send {
-                oper.send(tx, v).map_err(|e| e.into_inner())
+                oper.send(tx, v).map_err(SendError::into_inner)
             } else {
                 // The signal only ever disconnects: cancellation.
                 let _ = oper.recv(token.signal());
@@ -416,9 +416,7 @@ mod tests {
         struct Bomb(bool);
         impl Drop for Bomb {
             fn drop(&mut self) {
-                if self.0 {
-                    panic!("bomb");
-                }
+                assert!(!self.0, "bomb");
             }
         }
         let prev = std::panic::take_hook();

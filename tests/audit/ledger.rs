@@ -95,23 +95,19 @@ impl Ledger {
     }
 
     /// The failure handler of every run.
-    pub(super) fn on_failure(&self, f: Failure) {
+    pub(super) fn on_failure(&self, f: Failure<Item>) {
         let stage = f.stage().index();
         let name = f.stage().name().to_owned();
         let error = f.error().to_string();
-        match f.into_item::<Item>() {
-            Ok(mut item) => {
-                item.fate = Fate::Routed(stage as u8);
-                self.routed.lock().push(Routed {
-                    stage,
-                    name,
-                    error,
-                    id: item.id,
-                    serial: item.serial,
-                });
-            }
-            Err(f) => self.note(format!("a routed failure without an Item: {f:?}")),
-        }
+        let mut item = f.into_item();
+        item.fate = Fate::Routed(stage as u8);
+        self.routed.lock().push(Routed {
+            stage,
+            name,
+            error,
+            id: item.id,
+            serial: item.serial,
+        });
     }
 }
 

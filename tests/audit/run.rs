@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use pipework::{
-    BoxError, Broadcast, Context, Dynamic, Error, Fifo, Fixed, Ordered, Pipeline, Report, Source,
-    StageOptions, StageRunner, filter_map, source,
+    BoxError, Broadcast, Context, Dynamic, Error, Failure, Fifo, Fixed, Ordered, Pipeline, Report,
+    Source, StageOptions, processor::from_fn, runner::StageRunner, source,
 };
 
 use super::case::{Case, Kind, Runner};
@@ -77,7 +77,7 @@ impl Case {
     }
 
     /// The pipeline the case describes.
-    pub fn pipeline(&self) -> Pipeline<'_, Item, Item> {
+    pub fn pipeline<'c>(&'c self, ledger: &'c Ledger) -> Pipeline<'c, Item, Item> {
         let mut p = Pipeline::new();
         if let Some(c) = self.capacity {
             p = p.capacity(c);
@@ -87,13 +87,16 @@ impl Case {
         }
         for (s, spec) in self.stages.iter().enumerate() {
             let mut options = StageOptions::new();
-            if spec.routes {
-                options = options.route_failures();
-            }
             if let Some(c) = spec.capacity {
                 options = options.capacity(c);
             }
-            p = p.stage_with(format!("s{s}"), self.runner(&spec.runner, s, 0), options);
+            let (name, runner) = (format!("s{s}"), self.runner(&spec.runner, s, 0));
+            p = if spec.routes {
+                let options = options.route_failures_to(|f: Failure<Item>| ledger.on_failure(f));
+                p.stage_with(name, runner, options)
+            } else {
+                p.stage_with(name, runner, options)
+            };
         }
         p
     }
@@ -104,7 +107,12 @@ impl Case {
         s: usize,
         b: u8,
     ) -> Box<dyn StageRunner<Item, Item> + 'c> {
-        let step = filter_map(move |item: Item, cx: &Context<'_>| self.step(s, b, item, cx));
+        let step = from_fn(move |item: Item, cx, out| {
+            if let Some(item) = self.step(s, b, item, cx)? {
+                out.emit(item);
+            }
+            Ok(())
+        });
         match spec {
             Runner::Fifo => Box::new(Fifo::new(step)),
             Runner::Fixed(n) => Box::new(Fixed::new(*n, step)),
@@ -159,7 +167,7 @@ impl Source<Item> for Feed<'_> {
 pub fn run_case(case: &Case) -> (Result<Report, Error>, Audit) {
     assert!(case.stages.len() <= MAX_STAGES);
     let ledger = Ledger::new(case.items);
-    let pipeline = case.pipeline();
+    let pipeline = case.pipeline(&ledger);
     let feed = Feed {
         case,
         ledger: Arc::clone(&ledger),
@@ -168,10 +176,7 @@ pub fn run_case(case: &Case) -> (Result<Report, Error>, Audit) {
     let started = Instant::now();
     let result = {
         let _dog = Watchdog::arm(format!("{case:?}"), RUN_LIMIT);
-        pipeline
-            .job()
-            .on_failure(|f| ledger.on_failure(f))
-            .run(source::custom(feed), |item: Item| case.sink(item))
+        pipeline.run(source::custom(feed), |item: Item| case.sink(item))
     };
     let elapsed = started.elapsed();
     drop(pipeline);

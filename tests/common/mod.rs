@@ -11,7 +11,8 @@ mod watchdog;
 
 use std::time::{Duration, Instant};
 
-use pipework::{BoxError, Context};
+use pipework::processor::WithContext;
+use pipework::{BoxError, Context, Processor, with_context};
 
 // Each test file uses its own subset.
 #[allow(unused_imports)]
@@ -88,7 +89,9 @@ pub fn quiet_injected_panics() {
 /// guard for the whole test. Poisoning is ignored (a failed test already reported).
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs `f` and fails if it takes longer than `limit` (it may have been fast enough to
@@ -109,9 +112,7 @@ pub fn within<R>(limit: Duration, what: &str, f: impl FnOnce() -> R) -> R {
 
 /// Threads of this process, from /proc/self/task (Linux).
 pub fn thread_count() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .map(|d| d.count())
-        .unwrap_or(0)
+    std::fs::read_dir("/proc/self/task").map_or(0, std::iter::Iterator::count)
 }
 
 /// Waits up to a second for the thread count to drop to `baseline`; returns the last count.
@@ -148,13 +149,18 @@ pub fn stable_thread_count() -> usize {
 // Stages
 // ---------------------------------------------------------------------------------------
 
+/// A processor from a closure that takes the item and the [`Context`] and returns
+/// `Result<_, BoxError>`: [`with_context`] with the error type fixed, so that closures ending
+/// in `Ok(…)` need no annotation (the form the tests are written in).
+pub fn fallible<In, Out, F>(f: F) -> WithContext<F>
+where
+    F: FnMut(In, &Context<'_>) -> Result<Out, BoxError> + Send,
+{
+    with_context(f)
+}
+
 /// A processor that sleeps `d`, cut short when the run is cancelled (its error is then the
 /// one [`Context::sleep`] returns), and passes its item on: `Dynamic::new(8, sleepy(d))`.
-pub fn sleepy<T>(
-    d: Duration,
-) -> impl Fn(T, &Context<'_>) -> Result<T, BoxError> + Clone + Send + Sync {
-    move |x: T, cx: &Context<'_>| {
-        cx.sleep(d)?;
-        Ok(x)
-    }
+pub fn sleepy<T: Send>(d: Duration) -> impl Processor<T, T> + Clone + Sync {
+    with_context(move |x: T, cx| cx.sleep(d).map(|()| x))
 }

@@ -15,6 +15,7 @@
 //! something before taking a thread-count baseline, as [`super::serial_test`] does).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -107,7 +108,9 @@ impl Watch {
 
     /// Poisoning is ignored: a test that panicked while arming or disarming has reported.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Sleeps until the earliest deadline, or a change; aborts once one has passed.
@@ -130,11 +133,14 @@ impl Watch {
                 }
             };
             state = match wait {
-                None => self.wake.wait(state).unwrap_or_else(|e| e.into_inner()),
+                None => self
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
                 Some(d) => {
                     self.wake
                         .wait_timeout(state, d)
-                        .unwrap_or_else(|e| e.into_inner())
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .0
                 }
             };
@@ -151,10 +157,11 @@ fn abort(state: &State, id: u64) -> ! {
     );
     for (other, a) in &state.armed {
         if *other != id {
-            message.push_str(&format!(
-                "watchdog: also armed: `{}` ({:?})\n",
+            let _ = writeln!(
+                message,
+                "watchdog: also armed: `{}` ({:?})",
                 a.what, a.limit
-            ));
+            );
         }
     }
     // Not `eprintln!`: the harness captures that for the test whose thread started us, and

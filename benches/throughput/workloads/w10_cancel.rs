@@ -17,7 +17,7 @@ use crate::report::{Out, Target};
 use crate::stats::{median, percentile};
 
 /// When the runs are cancelled, after they start.
-const CANCEL_AFTER: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(1_000)];
+const CANCEL_AFTER: [Duration; 2] = [Duration::from_millis(100), Duration::from_secs(1)];
 
 /// W10: `mode.w10_repeats` cancelled runs at each of `CANCEL_AFTER`, alternating; the p50
 /// (the median) and p99 (nearest rank: the largest of fewer than 100 samples) of all their

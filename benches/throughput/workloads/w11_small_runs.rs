@@ -42,10 +42,18 @@ pub fn run(mode: &Mode, out: &mut Out) {
         mode.w11_repeats
     );
     let kinds: [(&str, usize, Pipeline<'static, u64>); 4] = [
-        ("fifo", 1, chain4(|| Fifo::new(identity::<u64>))),
-        ("fixed_2", 2, chain4(|| Fixed::new(2, identity::<u64>))),
-        ("dynamic_2", 2, chain4(|| Dynamic::new(2, identity::<u64>))),
-        ("ordered_2", 2, chain4(|| Ordered::new(2, identity::<u64>))),
+        ("fifo", 1, chain4(|| Fifo::new(identity::<u64>()))),
+        ("fixed_2", 2, chain4(|| Fixed::new(2, identity::<u64>()))),
+        (
+            "dynamic_2",
+            2,
+            chain4(|| Dynamic::new(2, identity::<u64>())),
+        ),
+        (
+            "ordered_2",
+            2,
+            chain4(|| Ordered::new(2, identity::<u64>())),
+        ),
     ];
     println!(
         "  {:<20} {:>14} {:>16} {:>10} {:>17}",

@@ -16,7 +16,7 @@ pub fn run(mode: &Mode, out: &mut Out) {
     let n = mode.w1_items;
     let m = mode.item_chain_items;
     println!("\n== W1 trivial: {n} u64 through 4 identity FIFO stages");
-    let pipeline = chain4(|| Fifo::new(identity::<u64>));
+    let pipeline = chain4(|| Fifo::new(identity::<u64>()));
     let last = LastReport::default();
     let [pw, seq, item, chunk, copy] = measure(
         out,

@@ -19,9 +19,9 @@ pub fn run(mode: &Mode, out: &mut Out) {
         "\n== W2 pools: {n} u64 through 4 identity stages of Fixed::new(2) / Dynamic::new(64) \
          / Dynamic::new(2)"
     );
-    let fixed = chain4(|| Fixed::new(2, identity::<u64>));
-    let dynamic = chain4(|| Dynamic::new(64, identity::<u64>));
-    let dynamic2 = chain4(|| Dynamic::new(2, identity::<u64>));
+    let fixed = chain4(|| Fixed::new(2, identity::<u64>()));
+    let dynamic = chain4(|| Dynamic::new(64, identity::<u64>()));
+    let dynamic2 = chain4(|| Dynamic::new(2, identity::<u64>()));
     let [fixed, dynamic, dynamic2, seq, item, chunk] = measure(
         out,
         "W2",

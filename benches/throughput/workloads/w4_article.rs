@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use pipework::{Context, Dynamic, Pipeline};
+use pipework::{Dynamic, Pipeline, with_context};
 
 use super::triangle;
 use crate::cli::Mode;
@@ -34,10 +34,10 @@ pub fn article_step(id: u64) -> Duration {
 pub fn article_pipeline() -> Pipeline<'static, u64> {
     // As the batch_update demo: thousands of I/O-bound workers, on small stacks.
     chain4(|| {
-        Dynamic::new(MAX_WORKERS, |id: u64, cx: &Context| {
-            cx.sleep(article_step(id))?;
-            Ok(id)
-        })
+        Dynamic::new(
+            MAX_WORKERS,
+            with_context(|id: u64, cx| cx.sleep(article_step(id)).map(|()| id)),
+        )
     })
     .stack_size(64 << 10)
 }

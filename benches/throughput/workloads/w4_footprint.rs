@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pipework::{BoxError, Context, Dynamic, Pipeline, StageOptions};
+use std::sync::Mutex;
+
+use pipework::{BoxError, Dynamic, Failure, Pipeline, StageOptions, with_context};
 
 use super::w4_article::{CRITICAL_PATH_S, MAX_WORKERS, TASKS, article_step};
 use crate::child;
@@ -52,20 +54,23 @@ fn sample_threads(stop: &AtomicBool) -> (u64, f64) {
 /// Exits non-zero if the run failed or its outcome is wrong.
 pub fn child() -> ExitCode {
     let step = |name: &'static str| {
-        move |task: Task, cx: &Context| -> Result<Task, BoxError> {
+        with_context(move |task: Task, cx| -> Result<Task, BoxError> {
             cx.sleep(article_step(u64::from(task.id)))?;
             if name == "validate" && task.id == FAIL_ID {
                 return Err(format!("task {} has an empty title", task.id).into());
             }
             Ok(task)
-        }
+        })
     };
+    let failed = Mutex::new(Vec::new());
     let pipeline = Pipeline::new()
         .stack_size(64 << 10)
         .stage_with(
             "validate",
             Dynamic::new(MAX_WORKERS, step("validate")),
-            StageOptions::new().route_failures(),
+            StageOptions::new().route_failures_to(|f: Failure<Task>| {
+                failed.lock().unwrap().push(f.into_item().title);
+            }),
         )
         .stage("audit", Dynamic::new(MAX_WORKERS, step("audit")))
         .stage("update", Dynamic::new(MAX_WORKERS, step("update")))
@@ -78,25 +83,23 @@ pub fn child() -> ExitCode {
         .collect();
 
     let stop = AtomicBool::new(false);
-    let (result, wall, cpu, (peak_threads, sampler_cpu), done, failed) = thread::scope(|s| {
+    let (result, wall, cpu, (peak_threads, sampler_cpu), done) = thread::scope(|s| {
         let sampler = s.spawn(|| sample_threads(&stop));
         let mut done = 0u64;
-        let mut failed = Vec::new();
         let cpu_before = procfs::process_cpu_s();
         let started = Instant::now();
-        let result = pipeline
-            .job()
-            .on_failure(|f| failed.push(f.into_item::<Task>().ok().map(|t| t.title)))
-            .run(tasks, |_: Task| {
-                done += 1;
-                Ok(())
-            });
+        let result = pipeline.run(tasks, |_: Task| {
+            done += 1;
+            Ok(())
+        });
         let wall = started.elapsed().as_secs_f64();
         let cpu = procfs::process_cpu_s().zip(cpu_before).map(|(a, b)| a - b);
         stop.store(true, Ordering::Relaxed);
         let sampled = sampler.join().expect("the sampler does not panic");
-        (result, wall, cpu, sampled, done, failed)
+        (result, wall, cpu, sampled, done)
     });
+    drop(pipeline);
+    let failed = failed.into_inner().unwrap();
     let report = match result {
         Ok(report) => report,
         Err(e) => {
@@ -122,7 +125,7 @@ pub fn child() -> ExitCode {
     let t = report.totals();
     let right = done == TASKS - 1
         && failed.len() == 1
-        && failed[0].as_deref() == Some(&format!("task #{FAIL_ID}")[..])
+        && failed[0] == format!("task #{FAIL_ID}")
         && t.is_balanced();
     if right {
         ExitCode::SUCCESS

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pipework::{BoxError, Context, Dynamic, Fixed, Pipeline};
+use pipework::{Dynamic, Fixed, Pipeline, with_context};
 
 use super::triangle;
 use crate::cli::Mode;
@@ -24,10 +24,7 @@ pub fn run(mode: &Mode, out: &mut Out) {
         STEP.as_millis(),
         ideal * 1e3
     );
-    let slow = |x: u64, cx: &Context| -> Result<u64, BoxError> {
-        cx.sleep(STEP)?;
-        Ok(x)
-    };
+    let slow = with_context(|x: u64, cx| cx.sleep(STEP).map(|()| x));
     let fixed = Pipeline::new().stage("slow", Fixed::new(WORKERS, slow));
     let dynamic = Pipeline::new().stage("slow", Dynamic::new(WORKERS, slow));
     let items = || (0..n).collect::<Vec<u64>>();

@@ -70,7 +70,7 @@ pub fn run(mode: &Mode, out: &mut Out) {
         "\n== W6 trickle: {n} items, one per ms, through 4 identity FIFO stages; \
          latency added between source and sink"
     );
-    let pipeline = chain4(|| Fifo::new(identity::<Instant>));
+    let pipeline = chain4(|| Fifo::new(identity::<Instant>()));
     run_sink(&pipeline, trickle(WARM_UP_ITEMS), drop);
     item_chain(trickle(WARM_UP_ITEMS), drop);
     let mut pw = Percentiles::default();

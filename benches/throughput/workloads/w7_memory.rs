@@ -27,7 +27,7 @@ fn block_checksum(n: u64) -> u64 {
 /// The W7 child: runs `n` blocks through 4 identity FIFO stages, then prints its peak RSS
 /// and run time for the parent. Exits non-zero if the checksum is wrong.
 pub fn child(n: u64) -> ExitCode {
-    let pipeline = chain4(|| Fifo::new(identity::<Block>));
+    let pipeline = chain4(|| Fifo::new(identity::<Block>()));
     let source = (0..n).map(|i| std::array::from_fn::<u64, 8, _>(|k| i * 8 + k as u64));
     let mut sum = 0u64;
     let started = Instant::now();

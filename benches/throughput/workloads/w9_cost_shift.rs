@@ -15,7 +15,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use pipework::{BoxError, Context, Dynamic, Fixed, Ordered, Pipeline};
+use pipework::{Dynamic, Fixed, Ordered, Pipeline, Processor, with_context};
 
 use super::triangle;
 use crate::cli::Mode;
@@ -34,17 +34,15 @@ const SLOW: u64 = 2 * WORKERS as u64;
 const SLOW_STEP: Duration = Duration::from_millis(20);
 
 /// W9's processor: `work` for the first `CHEAP` items, a `SLOW_STEP` sleep for the rest.
-fn shifting(
-    rounds: u32,
-) -> impl Fn(u64, &Context<'_>) -> Result<u64, BoxError> + Clone + Send + Sync + 'static {
-    move |x: u64, cx: &Context<'_>| {
+fn shifting(rounds: u32) -> impl Processor<u64, u64> + Clone + Sync + 'static {
+    with_context(move |x: u64, cx| {
         if x < CHEAP {
             black_box(work(x, rounds));
+            Ok(x)
         } else {
-            cx.sleep(SLOW_STEP)?;
+            cx.sleep(SLOW_STEP).map(|()| x)
         }
-        Ok(x)
-    }
+    })
 }
 
 /// W9: `CHEAP` + `SLOW` items through one stage of `Fixed`, `Dynamic` and `Ordered` with
