@@ -9,7 +9,7 @@ use super::state::RunState;
 use crate::error::{ErrorKind, Site, panic_message};
 use crate::report::SourceReport;
 use crate::source::Source;
-use crate::transport::pace::{BUDGET_NS, nanos};
+use crate::transport::pace::{BUDGET_NS, chunk_cap, nanos};
 use crate::transport::{EdgeTx, Outbox, Payload};
 
 /// The body of the source thread. Owns the only sender of the first edge, which closes
@@ -25,15 +25,18 @@ where
     let mut read = 0u64;
     let started = Instant::now();
     let mut source = Some(source);
+    // When the chunk being filled began: a moment before any `next` call it holds the
+    // results of (each call starts after the loop saw the run not cancelled). A panic in
+    // `next` happened after it (see `state` on which error is first).
+    let chunk_started = std::cell::Cell::new(Instant::now());
     let pulled = catch_unwind(AssertUnwindSafe(|| {
         let Some(source) = source.as_mut() else {
             return;
         };
         let mut limit = 1usize;
-        let mut chunk_started = Instant::now();
         while !token.is_cancelled() {
             if out.buffered() == 0 {
-                chunk_started = Instant::now();
+                chunk_started.set(Instant::now());
             }
             let item = match source.next(token) {
                 None => break,
@@ -54,13 +57,13 @@ where
             // Send when the chunk is full, when the source says nothing more is ready, or
             // when the chunk has waited longer than the budget (checked at powers of two,
             // to keep clock reads off the per-item path).
-            let due = len >= limit.min(shape.advice())
+            let due = len >= limit.min(shape.advice()).min(chunk_cap::<T>())
                 || !source.is_ready()
                 || (len.is_power_of_two()
                     && len >= 2
-                    && nanos(chunk_started.elapsed()) > BUDGET_NS);
+                    && nanos(chunk_started.get().elapsed()) > BUDGET_NS);
             if due {
-                let per_item = nanos(chunk_started.elapsed()) / len as u64;
+                let per_item = nanos(chunk_started.get().elapsed()) / len as u64;
                 // Ordering: Relaxed; a statistic for progress snapshots.
                 run.source_read.store(read, Ordering::Relaxed);
                 limit = shape.fit(limit, per_item);
@@ -71,18 +74,17 @@ where
             }
         }
     }));
-    let fail = |payload: Payload| {
-        run.fail(ErrorKind::Panic {
-            site: Site::Source,
-            message: panic_message(&*payload),
-        });
+    let panicked = |payload: Payload| ErrorKind::Panic {
+        site: Site::Source,
+        message: panic_message(&*payload),
     };
     if let Err(payload) = pulled {
-        fail(payload);
+        // In `next` (or `is_ready`): a call of the current chunk.
+        run.fail_in_call(panicked(payload), chunk_started.get());
     }
     // The source's own `Drop` is user code too.
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(source))) {
-        fail(payload);
+        run.fail(panicked(payload));
     }
     if let Some(payload) = out.close(token).or_else(|| out.take_panic()) {
         run.fail(ErrorKind::Panic {

@@ -1,6 +1,32 @@
 //! What the threads of one run share: the run's token, its first error, and each stage's
 //! identity and counters.
+//!
+//! # Which error is first
+//!
+//! The first error is the one that *happened* first, not the one reported first. The two
+//! differ for panics: between a panic and the `catch_unwind` that reports it, the panic hook
+//! runs (with `RUST_BACKTRACE=1` the default hook captures a backtrace, 2–6 ms), and another
+//! thread's error, returned meanwhile, would be reported first.
+//!
+//! The engine cannot see when a panic began (that would take a process-wide panic hook), but
+//! it knows when the user call it came from began, or a moment before: every call starts
+//! only after its thread saw the run not cancelled, and the thread notes the start of the
+//! chunk the call belongs to (a per-chunk instant it takes anyway, so nothing is added per
+//! item). A panic reported with such an instant ([`RunState::fail_in_call`], or
+//! [`RunState::panicked_in_call`] then [`RunState::fail`] on the same thread) takes the place
+//! of the first error when
+//!
+//! - that error is not itself a panic from a call (two panics go through the same hook:
+//!   their reports keep their order), and
+//! - it was recorded after the panicking call had begun: the call was in progress, so the
+//!   panic may have come first — and when the hook is what delays a report, it did.
+//!
+//! A panic from a call that began after the other error was recorded never takes its
+//! place. Independently, an error waiting to take effect at its position (`fail_at`) gives
+//! way to any error raised further down the pipeline, which concerns an earlier item. What this rule cannot tell apart: a long call that began before the other error
+//! and panicked after it (ignoring the cancellation) is also taken as first.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,9 +47,9 @@ pub(crate) struct RunState {
     external: Option<CancelToken>,
     /// When the run must be over, if it has a time limit.
     pub(crate) deadline: Option<Instant>,
-    /// The first error, and its position when it takes effect at its position (see
-    /// `fail_at`); later ones only bump `suppressed`.
-    first: Mutex<Option<(ErrorKind, Option<usize>)>>,
+    /// The first error (see the module's documentation); later ones only bump
+    /// `suppressed`.
+    first: Mutex<Option<First>>,
     /// The source's token: cancelled with the run, or when a failure downstream that takes
     /// effect at its position ends the input.
     pub(crate) source_token: CancelToken,
@@ -47,6 +73,24 @@ pub(crate) struct RunState {
     pub(crate) source: Mutex<SourceReport>,
     /// Items read so far, for live progress.
     pub(crate) source_read: AtomicU64,
+}
+
+/// The first error of a run, and what decides whether a later report replaces it.
+struct First {
+    /// The error.
+    kind: ErrorKind,
+    /// When it was recorded.
+    at: Instant,
+    /// Whether it is a panic from a user call (see the module's documentation).
+    in_call: bool,
+    /// Its position, while it waits to take effect there (see `fail_at`).
+    waiting: Option<usize>,
+}
+
+thread_local! {
+    /// The start of the chunk during whose user call this thread just panicked, noted by the
+    /// code that saw the call unwind and taken by the next report of a panic on the thread.
+    static PANICKED_IN_CALL: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// One stage as the run sees it.
@@ -147,15 +191,38 @@ impl RunState {
 
     /// Records `kind` as the run's error if it is the first, and cancels the run.
     ///
-    /// An error waiting to take effect at its position (`fail_at`) gives way to one from
-    /// further down the pipeline: that one concerns an earlier item.
+    /// A panic that this thread noted with [`panicked_in_call`](Self::panicked_in_call) is
+    /// recorded as a panic from a call that began then.
     pub(crate) fn fail(&self, kind: ErrorKind) {
-        let kind = self.blame_external(kind);
         let position = self.position(&kind);
-        self.record(kind, position, None);
+        let call = Self::noted_call(&kind);
+        self.record(kind, position, None, call);
         // The error is stored before the cancellation is visible, so whoever observes the
         // cancellation and then looks for the cause finds it.
         self.token.cancel();
+    }
+
+    /// Records the panic `kind`, raised by a user call that began at `started` or later, as
+    /// the run's error if it happened first (see the module's documentation), and cancels
+    /// the run.
+    pub(crate) fn fail_in_call(&self, kind: ErrorKind, started: Instant) {
+        let position = self.position(&kind);
+        self.record(kind, position, None, Some(started));
+        self.token.cancel();
+    }
+
+    /// Notes that user code on this thread panicked inside a call that began at `started`
+    /// or later, for the report of the panic that follows on this thread: for code that
+    /// sees the call unwind (a worker dropped while its processor held an item) but does
+    /// not report the panic itself.
+    pub(crate) fn panicked_in_call(started: Instant) {
+        PANICKED_IN_CALL.with(|c| c.set(Some(started)));
+    }
+
+    /// The call a panic report on this thread came from, if one was noted.
+    fn noted_call(kind: &ErrorKind) -> Option<Instant> {
+        let noted = PANICKED_IN_CALL.with(Cell::take);
+        noted.filter(|_| matches!(kind, ErrorKind::Panic { .. }))
     }
 
     /// Records `kind`, raised at `position` (0: the source, `i + 1`: stage `i`), as an
@@ -163,8 +230,8 @@ impl RunState {
     /// stage at `position` reads nothing more, and what it produced before the failure
     /// flows on to the sink. Used when every stage from `position` on keeps order.
     pub(crate) fn fail_at(&self, kind: ErrorKind, position: usize) {
-        let kind = self.blame_external(kind);
-        self.record(kind, Some(position), Some(position));
+        let call = Self::noted_call(&kind);
+        self.record(kind, Some(position), Some(position), call);
         // The failing part stops itself, after handing on what came before: the source by
         // returning, a worker by flushing and returning (an ordered pool's collector stops
         // its intake once it has the failing turn). Everything upstream stops now.
@@ -201,23 +268,39 @@ impl RunState {
         }
     }
 
-    /// Keeps `kind` as the first error unless one is already kept; a kept error waiting at
-    /// its position gives way to one raised further down (`position`). `pending`: the new
-    /// one waits at its position too.
-    fn record(&self, kind: ErrorKind, position: Option<usize>, pending: Option<usize>) {
+    /// Keeps `kind` as the first error unless one is already kept, or it replaces the kept
+    /// one: a kept error waiting at its position gives way to one raised further down
+    /// (`position`), and a panic from a call in progress when the kept error was recorded
+    /// happened first (`call_started`, see the module's documentation). `pending`: the new
+    /// one waits at its position.
+    fn record(
+        &self,
+        kind: ErrorKind,
+        position: Option<usize>,
+        pending: Option<usize>,
+        call_started: Option<Instant>,
+    ) {
+        let kind = self.blame_external(kind);
         let mut first = self.first.lock();
+        let now = Instant::now();
         let replace = match &*first {
             None => true,
-            Some((_, Some(waiting))) => position.is_some_and(|p| p > *waiting),
-            Some((_, None)) => false,
-        };
-        if replace {
-            if first.is_some() {
-                self.suppress();
+            Some(f) => {
+                let further_down = f.waiting.is_some_and(|w| position.is_some_and(|p| p > w));
+                let happened_first = call_started.is_some_and(|s| !f.in_call && s < f.at);
+                further_down || happened_first
             }
-            *first = Some((kind, pending));
-        } else {
+        };
+        if first.is_some() {
             self.suppress();
+        }
+        if replace {
+            *first = Some(First {
+                kind,
+                at: now,
+                in_call: call_started.is_some(),
+                waiting: pending,
+            });
         }
     }
 
@@ -266,7 +349,7 @@ impl RunState {
 
     /// The first error, once every thread has been joined.
     pub(crate) fn take_error(&self) -> Option<ErrorKind> {
-        self.first.lock().take().map(|(kind, _)| kind)
+        self.first.lock().take().map(|f| f.kind)
     }
 
     /// Counts `n` items found queued for stage `index` (or the sink, past the end) after
@@ -329,4 +412,83 @@ pub(crate) struct Tapped<'scope> {
     /// The stage the items are queued for (the sink, past the last stage). For a lane
     /// private to a stage, that stage.
     pub(crate) index: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Site;
+
+    fn run() -> RunState {
+        let config = RunConfig {
+            stages: Vec::new(),
+            max_chunk: 1,
+            stack_size: None,
+            default_capacity: 1,
+            external: None,
+            timeout: None,
+        };
+        RunState::new(config, Instant::now())
+    }
+
+    fn panic(message: &str) -> ErrorKind {
+        ErrorKind::Panic {
+            site: Site::Source,
+            message: message.into(),
+        }
+    }
+
+    fn error() -> ErrorKind {
+        ErrorKind::Sink {
+            error: "error".into(),
+        }
+    }
+
+    fn first(run: &RunState) -> (String, u64) {
+        let suppressed = run.suppressed.load(Ordering::Relaxed);
+        (run.take_error().expect("an error").to_string(), suppressed)
+    }
+
+    #[test]
+    fn a_panic_from_a_call_in_progress_when_another_error_came_is_first() {
+        let run = run();
+        let started = Instant::now();
+        run.fail(error());
+        run.fail_in_call(panic("p"), started);
+        assert_eq!(first(&run), ("source panicked: p".to_owned(), 1));
+    }
+
+    #[test]
+    fn a_panic_from_a_call_that_began_after_another_error_is_second() {
+        let run = run();
+        run.fail(error());
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        run.fail_in_call(panic("p"), Instant::now());
+        assert_eq!(first(&run), ("sink failed".to_owned(), 1));
+    }
+
+    #[test]
+    fn panics_from_calls_keep_their_order_and_errors_after_a_panic_are_second() {
+        let run = run();
+        let started = Instant::now();
+        run.fail_in_call(panic("p1"), started);
+        run.fail_in_call(panic("p2"), started);
+        run.fail(error());
+        assert_eq!(first(&run), ("source panicked: p1".to_owned(), 2));
+    }
+
+    #[test]
+    fn a_panic_noted_in_a_call_on_this_thread_is_reported_as_one() {
+        let run = run();
+        let started = Instant::now();
+        run.fail(error());
+        RunState::panicked_in_call(started);
+        run.fail(panic("p"));
+        assert_eq!(first(&run), ("source panicked: p".to_owned(), 1));
+        // The note is used once.
+        let run = self::run();
+        run.fail(error());
+        run.fail(panic("q"));
+        assert_eq!(first(&run), ("sink failed".to_owned(), 1));
+    }
 }

@@ -470,6 +470,9 @@ impl<In, Out> Drop for Worker<'_, In, Out> {
             // whose failures take effect at their position, what came before goes on.
             let items = std::mem::take(&mut self.in_flight);
             self.settle_failed(items);
+            // The panic began during this chunk: the first error is decided by when it
+            // happened, not by when it is reported (see `state`).
+            RunState::panicked_in_call(self.pacer.started());
             if self.stage.deferred && !self.cx.is_cancelled() {
                 self.hand_on_before_failing();
             }

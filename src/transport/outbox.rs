@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::pace::nanos;
+use super::pace::{chunk_cap, nanos};
 use super::{EdgeTx, Payload, dispose};
 use crate::context::CancelToken;
 
@@ -45,9 +45,15 @@ impl<T> Outbox<T> {
         }
     }
 
-    /// Recomputes the size at which the buffer is sent.
+    /// Recomputes the size at which the buffer is sent: the consumers' advice, the
+    /// producer's own bound, and the chunk's byte budget (see `pace`).
     fn retarget(&mut self) {
-        self.target = self.edge.shape().advice().min(self.own_limit);
+        self.target = self
+            .edge
+            .shape()
+            .advice()
+            .min(self.own_limit)
+            .min(chunk_cap::<T>());
     }
 
     /// Adapts the producer's own bound on its chunk size to a chunk of work that took
@@ -189,6 +195,18 @@ mod tests {
         assert!(out.discard().is_none());
         assert_eq!(out.take_cancelled(), 3);
         assert_eq!(out.take_cancelled(), 0);
+    }
+
+    #[test]
+    fn large_items_are_sent_one_at_a_time() {
+        let token = CancelToken::new();
+        let (tx, rx) = edge::<[u8; 65536]>(4, 256);
+        rx.shape().advise(256);
+        let mut out = Outbox::new(tx);
+        out.set_own_limit(256);
+        out.push([0; 65536], &token);
+        assert_eq!(out.buffered(), 0);
+        assert!(matches!(rx.try_recv(), Recv::Got(v) if v.len() == 1));
     }
 
     #[test]

@@ -13,6 +13,22 @@
 //!
 //! A worker also flushes its partial chunk whenever its own input has nothing ready, before
 //! it blocks: a trickle of items travels one at a time with no added delay.
+//!
+//! # Bytes
+//!
+//! A chunk also holds at most [`CHUNK_BYTES`] (64 KiB) of items by their inline size,
+//! `size_of::<T>()`, and always at least one item ([`chunk_cap`]): 64-byte items still
+//! move 256 at a time (the default `max_chunk`), 1 KiB items 64 at a time, items of 64 KiB
+//! or more one at a time. Every producer of chunks (the source thread and each [`Outbox`])
+//! sends at that size at most; the other hops forward or clone whole chunks. So an edge
+//! holds at most `capacity × max(64 KiB, size_of::<T>())` bytes of items (16 × 64 KiB = 1 MiB
+//! with the default capacity), and each thread a chunk or two more.
+//!
+//! `size_of` sees only an item's inline part: a `Vec`, a `String` or a `Box` counts 24, 24
+//! or 8 bytes whatever it owns on the heap. Bound those with `Pipeline::max_chunk` (and
+//! `capacity`): an edge holds at most `capacity × max_chunk` items.
+//!
+//! [`Outbox`]: super::Outbox
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +44,24 @@ pub(crate) const BUDGET_NS: u64 = 500_000;
 
 /// Default for the largest number of items in one chunk.
 pub(crate) const DEFAULT_MAX_CHUNK: usize = 256;
+
+/// The most bytes of items, by `size_of`, one chunk holds (at least one item).
+///
+/// 64 KiB: the default chunk of 256 items stays whole up to 256-byte items, so the chunking
+/// of small items does not change; larger items travel in fewer per chunk, and an edge of
+/// the default capacity holds at most 1 MiB of items below 64 KiB each.
+pub(crate) const CHUNK_BYTES: usize = 64 * 1024;
+
+/// The most items of type `T` a chunk holds: [`CHUNK_BYTES`] of them by `size_of`, at least
+/// one (any number of zero-sized ones).
+#[inline]
+pub(crate) const fn chunk_cap<T>() -> usize {
+    match std::mem::size_of::<T>() {
+        0 => usize::MAX,
+        size if size >= CHUNK_BYTES => 1,
+        size => CHUNK_BYTES / size,
+    }
+}
 
 /// The chunk-size state of one edge, shared by its producers and consumers.
 #[derive(Debug)]
@@ -121,6 +155,11 @@ impl Pacer {
         self.open = true;
     }
 
+    /// When the current chunk was taken.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     /// The consumer's own chunk size bound.
     pub(crate) fn limit(&self) -> usize {
         self.limit
@@ -147,6 +186,21 @@ mod tests {
         assert_eq!(shape.fit(200, 1_000), 256);
         // A zero cost is treated as 1 ns and never overflows.
         assert_eq!(shape.fit(usize::MAX, 0), 256);
+    }
+
+    #[test]
+    fn a_chunk_holds_64_kib_of_items_and_one_at_least() {
+        assert_eq!(chunk_cap::<u64>(), 8 * 1024);
+        assert_eq!(chunk_cap::<[u8; 64]>(), 1024);
+        assert_eq!(chunk_cap::<[u8; 1024]>(), 64);
+        assert_eq!(chunk_cap::<[u8; 65536]>(), 1);
+        assert_eq!(chunk_cap::<[u8; 1 << 20]>(), 1);
+        assert_eq!(chunk_cap::<()>(), usize::MAX);
+        // What a Vec owns is not seen: its inline size is three words.
+        assert_eq!(
+            chunk_cap::<Vec<u8>>(),
+            CHUNK_BYTES / (3 * size_of::<usize>())
+        );
     }
 
     #[test]
