@@ -316,7 +316,7 @@ fn a_processor_blocked_in_a_foreign_call_can_bound_it_by_the_deadline() {
         .unwrap_err();
     let took = started.elapsed();
     let timed_out = matches!(err.kind(), pipework::ErrorKind::Deadline { .. })
-        || err.to_string().contains("client timed out");
+        || format!("{err:#}").contains("client timed out");
     assert!(timed_out, "{err}");
     assert!(took < Duration::from_millis(300), "{took:?}");
 }
