@@ -139,10 +139,12 @@
 //!    (sink or iterator, failure handlers), the runner contract ([`runner::StageRunner`],
 //!    [`runner::StageHandle`]), the per-worker policy loop ([`runner::Worker`]), counters,
 //!    join and report. Its invariants are written once, in its module docs;
-//! 3. `policy`, `processor`, `source`, `sink`, `report`: what users supply or read;
+//! 3. `policy`, `processor`, `source`, `sink`: what users supply; `error` and `report`:
+//!    what they read (an error carries the aborted run's report, so `error` sits on
+//!    `report`);
 //! 4. `transport`: opaque edges (send or receive, or be woken by cancellation), the chunk-size
 //!    policy, inbox and outbox;
-//! 5. `context`, `error`, `id`: the vocabulary everything shares.
+//! 5. `context`, `id`: the vocabulary everything shares (the cancel token, stage names).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -153,8 +155,8 @@
 #![allow(clippy::similar_names)]
 
 // Layers, from the user's definition down (nothing imports upward):
-// prelude → pipeline, runner → engine → policy, processor, source, sink, report → transport
-// → context, error, id.
+// prelude → pipeline, runner → engine → policy, processor, source, sink, error, report
+// → transport → context, id.
 pub mod prelude;
 
 mod pipeline;
@@ -164,14 +166,15 @@ mod engine;
 
 mod policy;
 pub mod processor;
-mod report;
 pub mod sink;
 pub mod source;
+
+mod error;
+mod report;
 
 mod transport;
 
 mod context;
-mod error;
 mod id;
 
 pub use context::{CancelToken, Cancelled, Context};
