@@ -506,3 +506,40 @@ fn f10_a_stage_name_with_a_nul_byte_runs() {
     assert_eq!(out.len(), 10);
     assert_eq!(report.stages[0].id.name(), "bad\0name");
 }
+
+/// f27 (found by the extended fault matrix): a worker of an order-keeping ordered pool that
+/// dies by a panic outside a processor call — here its init closure — hands on no failing
+/// turn, so its panic must cancel the run rather than wait at a position: before the fix
+/// the dealer blocked for ever on the dead worker's lane and `run()` never returned.
+#[test]
+fn f27_an_ordered_pool_whose_worker_dies_outside_a_call_returns_the_panic() {
+    let _dog = watchdog("ordered pool, worker dies outside a call", 60);
+    quiet_injected_panics();
+    struct Never;
+    impl Processor<u64, u64> for Never {
+        fn process(
+            &mut self,
+            x: u64,
+            _: &Context,
+            out: &mut pipework::processor::Emitter<'_, u64>,
+        ) -> Result<(), BoxError> {
+            out.emit(x);
+            Ok(())
+        }
+    }
+    for _ in 0..5 {
+        let started = Instant::now();
+        let init = |_: &Context<'_>| -> Result<Never, BoxError> { panic!("injected init panic") };
+        let p = Pipeline::new().stage("s0", Ordered::with_init(1, init).window(1));
+        let err = p.run(0..10u64, |_| Ok(())).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            err.to_string(),
+            "stage 0 (s0) worker 0 panicked: injected init panic"
+        );
+    }
+}

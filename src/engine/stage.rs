@@ -398,7 +398,7 @@ where
                     },
                     message: panic_message(&*payload),
                 };
-                if worker && stage.deferred {
+                if worker && stage.deferred && super::worker::handed_on_before_panicking() {
                     run.fail_at(kind, stage.id.index() + 1);
                 } else {
                     run.fail(kind);

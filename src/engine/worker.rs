@@ -26,6 +26,20 @@ pub(crate) enum Output<Out> {
     Turns(EdgeTx<Out>, usize),
 }
 
+thread_local! {
+    /// Set when a worker dropped by a processor's panic handed on what came before the
+    /// failing item, so that the panic may take effect at its position; taken by the
+    /// thread's panic report. A worker that dies outside a processor call (an init closure,
+    /// the `Drop` of a kept copy) hands on nothing, and its panic must cancel the run.
+    static HANDED_ON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread's worker handed on its outputs before its processor's panic (and
+/// forgets it).
+pub(super) fn handed_on_before_panicking() -> bool {
+    HANDED_ON.with(std::cell::Cell::take)
+}
+
 /// What [`Worker::next_within`] found.
 #[derive(Debug)]
 pub enum Next<T> {
@@ -475,6 +489,7 @@ impl<In, Out> Drop for Worker<'_, In, Out> {
             RunState::panicked_in_call(self.pacer.started());
             if self.stage.deferred && !self.cx.is_cancelled() {
                 self.hand_on_before_failing();
+                HANDED_ON.with(|h| h.set(true));
             }
         }
         self.local[Counter::BusyNs] +=

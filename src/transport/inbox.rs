@@ -56,11 +56,17 @@ pub(crate) struct SharedInput<T> {
     readers: AtomicUsize,
     /// Consumers holding a non-empty stash.
     holders: AtomicUsize,
+    /// Consumers between taking a chunk from the edge and counting as its holder: a
+    /// consumer that finds the edge closed must not leave while one of them may still
+    /// stash items to steal.
+    receiving: AtomicUsize,
 }
 
-// Ordering: SeqCst on `readers` and `holders`. A consumer fills its stash before it counts
-// as a holder and empties it before it stops counting, so a consumer that reads
-// `holders == 0` after the input closed has seen every stash empty.
+// Ordering: SeqCst on `readers`, `holders` and `receiving`. A consumer counts itself as
+// receiving before it takes a chunk from the edge, fills its stash and counts as a holder
+// before it stops receiving, and empties its stash before it stops holding: a consumer
+// that found the edge closed (so every chunk was already taken) and then reads both counts
+// at zero has seen every stash empty.
 
 impl<T> SharedInput<T> {
     /// The shared input of `input`.
@@ -70,6 +76,7 @@ impl<T> SharedInput<T> {
             stashes: Mutex::new(Vec::new()),
             readers: AtomicUsize::new(0),
             holders: AtomicUsize::new(0),
+            receiving: AtomicUsize::new(0),
         })
     }
 
@@ -81,6 +88,11 @@ impl<T> SharedInput<T> {
     /// Consumers holding items beyond the one they process (work a new sibling could take).
     pub(crate) fn holders(&self) -> usize {
         self.holders.load(Ordering::SeqCst)
+    }
+
+    /// Whether a sibling holds, or may be about to hold, items to steal.
+    fn may_hold(&self) -> bool {
+        self.receiving.load(Ordering::SeqCst) + self.holders.load(Ordering::SeqCst) > 0
     }
 
     /// Takes the back half of the stash of a sibling (not `own`) that has been stuck for
@@ -247,12 +259,26 @@ impl<T> Inbox<T> {
 
     /// Takes the next chunk if one is ready, without blocking.
     pub(crate) fn try_take(&mut self) -> Recv<Took> {
-        match self.shared.input.try_recv() {
-            Recv::Got(chunk) => Recv::Got(self.loaded(chunk, false)),
+        self.shared.receiving.fetch_add(1, Ordering::SeqCst);
+        let got = self.shared.input.try_recv();
+        match self.received(got) {
             Recv::Closed => self.steal_or(Recv::Closed),
             Recv::TimedOut => self.steal_or(Recv::TimedOut),
-            Recv::Cancelled => Recv::Cancelled,
+            other => other,
         }
+    }
+
+    /// Loads what a receive from the edge got, then stops counting as receiving (the
+    /// caller counted itself in before the receive).
+    fn received(&mut self, got: Recv<Vec<T>>) -> Recv<Took> {
+        let took = match got {
+            Recv::Got(chunk) => Recv::Got(self.loaded(chunk, false)),
+            Recv::Closed => Recv::Closed,
+            Recv::TimedOut => Recv::TimedOut,
+            Recv::Cancelled => Recv::Cancelled,
+        };
+        self.shared.receiving.fetch_sub(1, Ordering::SeqCst);
+        took
     }
 
     /// Steals from a sibling, or returns `otherwise` — as "nothing yet" when the input is
@@ -263,7 +289,7 @@ impl<T> Inbox<T> {
             return Recv::Got(self.loaded(stolen, true));
         }
         match otherwise {
-            Recv::Closed if self.shared.holders() > 0 => Recv::TimedOut,
+            Recv::Closed if self.shared.may_hold() => Recv::TimedOut,
             other => other,
         }
     }
@@ -286,10 +312,12 @@ impl<T> Inbox<T> {
             } else {
                 deadline
             };
-            match self.shared.input.recv(token, until) {
-                Recv::Got(chunk) => return Recv::Got(self.loaded(chunk, false)),
+            self.shared.receiving.fetch_add(1, Ordering::SeqCst);
+            let got = self.shared.input.recv(token, until);
+            match self.received(got) {
+                Recv::Got(took) => return Recv::Got(took),
                 Recv::Cancelled => return Recv::Cancelled,
-                Recv::Closed if self.shared.holders() == 0 => {
+                Recv::Closed if !self.shared.may_hold() => {
                     return self.steal_or(Recv::Closed);
                 }
                 Recv::Closed => std::thread::sleep(STEAL_POLL.min(
