@@ -148,6 +148,8 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+// Clippy's pedantic group is on for every target (`[lints]` in Cargo.toml). Two of its lints
+// are allowed here, in the source, so that `-W clippy::pedantic` on a command line agrees:
 // Getters and constructors are pure and cheap: a `#[must_use]` on each is noise (builder
 // methods that return `Self` are marked, as `clippy::return_self_not_must_use` asks).
 #![allow(clippy::must_use_candidate)]

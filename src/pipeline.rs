@@ -176,6 +176,7 @@ where
     /// workers start and stop faster with small stacks (64 KiB is plenty for a processor
     /// that does not recurse deeply); a processor that overflows its stack aborts the
     /// process, as in any thread. Less than 16 KiB is a configuration error.
+    #[must_use]
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
         self

@@ -353,11 +353,11 @@ fn run_all(what: &str, cases: &[Strike], baseline: usize) {
 /// one dynamic stage; within 300 runs it happened, often at the first.
 #[test]
 fn dynamic_pool_stops_starting_workers_once_the_run_is_cancelled() {
-    // Its threads would upset the matrix's thread-count checks: run alone.
-    let _t = serial_test("dynamic pool after cancellation", 120);
     const RUNS: usize = 300;
     const ITEMS: u32 = 10;
     const FAILING_ITEM: u32 = 3;
+    // Its threads would upset the matrix's thread-count checks: run alone.
+    let _t = serial_test("dynamic pool after cancellation", 120);
     for max_chunk in CHUNKINGS {
         for run in 0..RUNS {
             let mut p: Pipeline<'static, u32> = Pipeline::new().capacity(CAPACITY);

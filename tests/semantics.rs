@@ -99,13 +99,10 @@ fn slow_items_after_cheap_ones_finish_near_the_ideal_time() {
     // after another in one worker's chunk: about 2 s. The bound leaves room for a loaded
     // 2-core machine.
     let fixed = shifted(Fixed::new(10, common::fallible(sleepy_after_cheap)));
-    assert!(
-        fixed < Duration::from_millis(1_000),
-        "fixed pool took {fixed:?}"
-    );
+    assert!(fixed < Duration::from_secs(1), "fixed pool took {fixed:?}");
     let dynamic = shifted(Dynamic::new(10, common::fallible(sleepy_after_cheap)));
     assert!(
-        dynamic < Duration::from_millis(1_000),
+        dynamic < Duration::from_secs(1),
         "dynamic pool took {dynamic:?}"
     );
 }

@@ -198,6 +198,8 @@ mod tests {
     }
 
     #[test]
+    // 64 KiB items are what this test is about.
+    #[allow(clippy::large_stack_arrays)]
     fn large_items_are_sent_one_at_a_time() {
         let token = CancelToken::new();
         let (tx, rx) = edge::<[u8; 65536]>(4, 256);
