@@ -42,6 +42,12 @@ pub struct CancelToken {
     inner: Arc<TokenInner>,
 }
 
+// Every worker reads `cancelled` several times per item. The alignment gives the token a cache
+// line of its own (128 bytes: two lines on CPUs that fetch lines in pairs), so that the writes
+// of whatever the allocator puts beside it (a queue, a stage's counters) do not evict the flag
+// from the readers' caches. Measured on W1 (4 identity stages, 10 M items): without it, the
+// flag's loads took a third of each worker's samples.
+#[repr(align(128))]
 struct TokenInner {
     /// Set once, never cleared.
     cancelled: AtomicBool,

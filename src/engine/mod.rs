@@ -33,8 +33,12 @@
 //!   cancellation. Lanes private to a stage follow the same rule inside the stage.
 //! - **What wakes a blocked thread.** Every blocking operation selects on a cancel token
 //!   too (see `transport`): the source's, or its stage's (`token` for sends, `intake` for
-//!   reads), each a child of the run's token, so cancelling the run wakes everything. The calling thread selects on the last edge, the failure
-//!   queue and the token. No thread starts once the run is cancelled.
+//!   reads), each a child of the run's token, so cancelling the run wakes everything. The
+//!   children are cancelled downstream first and the source last: a stage whose input ends
+//!   because the run was cancelled upstream of it finds its own token already cancelled,
+//!   and does not take the end for the input's (a partial batch is not processed after
+//!   cancellation). The calling thread selects on the last edge, the failure queue and the
+//!   token. No thread starts once the run is cancelled.
 //! - **Where panics are caught.** Every thread body runs under `catch_unwind` (`stage` and
 //!   `source`), and so do the runner's `start`, the sink, the failure handler and the
 //!   progress callback on the calling thread, and the `Drop` of every user value the engine

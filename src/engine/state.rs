@@ -179,10 +179,12 @@ impl RunState {
             source: Mutex::new(SourceReport::default()),
             source_read: AtomicU64::new(0),
         };
-        run.token.attach(&run.source_token);
-        for stage in &run.stages {
+        // Cancelled in this order: downstream first, the source last (see "What wakes a
+        // blocked thread" in the engine's docs).
+        for stage in run.stages.iter().rev() {
             run.token.attach(&stage.token);
         }
+        run.token.attach(&run.source_token);
         if let Some(external) = &run.external {
             external.attach(&run.token);
         }
