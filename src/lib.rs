@@ -32,7 +32,8 @@
 //!
 //! # Outputs: a sink, or an iterator
 //!
-//! [`Pipeline::run`] hands every output to a [`Sink`] — a closure, `&mut Vec`,
+//! [`Pipeline::run`] hands every output to a [`Sink`] — a closure returning
+//! `Result<(), BoxError>`, [`sink::for_each`] for one that cannot fail, `&mut Vec`,
 //! [`sink::lines`] for a writer, your own type. [`Pipeline::run_with`] hands them to your
 //! closure as an iterator instead; stopping early is a clean stop. Both run on the thread
 //! that called them, so neither needs to be `Send`.

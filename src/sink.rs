@@ -15,7 +15,8 @@ use crate::error::BoxError;
 /// emitted them.
 ///
 /// Closures `FnMut(T) -> Result<(), BoxError>` are sinks, and so is `&mut Vec<T>`, which
-/// collects; [`lines`] writes each item as a line. To keep a sink of yours and read it after
+/// collects; [`for_each`] takes a closure that cannot fail, [`try_for_each`] one that returns
+/// any error type; [`lines`] writes each item as a line. To keep a sink of yours and read it after
 /// the run, pass [`sink.by_ref()`](Sink::by_ref).
 ///
 /// # Errors
@@ -67,6 +68,7 @@ use crate::error::BoxError;
     message = "`{Self}` is not a sink of `{T}` items",
     label = "not a sink of `{T}`",
     note = "a sink is a closure `|item: {T}| -> Result<(), BoxError>`, `&mut Vec<{T}>`, \
+            `sink::for_each(|item| …)`, `sink::try_for_each(|item| …)`, \
             `sink::lines(writer)` or a type implementing `pipework::Sink<{T}>`",
     note = "to read a sink of yours after the run, pass `your_sink.by_ref()`; to take the \
             outputs as an iterator, use `run_with(source, |outputs| …)`"
@@ -184,6 +186,81 @@ impl<T> std::iter::FusedIterator for Outputs<'_, T> {}
 impl<T> fmt::Debug for Outputs<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Outputs").finish_non_exhaustive()
+    }
+}
+
+/// A sink that calls `f` on every item, for a closure that cannot fail (a bare closure sink
+/// must return `Result<(), BoxError>`).
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{map, sink, Fixed, Pipeline};
+///
+/// let pipeline = Pipeline::new().stage("square", Fixed::new(2, map(|x: u64| x * x)));
+/// let mut sum = 0;
+/// pipeline.run(1..=3, sink::for_each(|x| sum += x)).unwrap();
+/// assert_eq!(sum, 14);
+/// ```
+pub fn for_each<T, F: FnMut(T)>(f: F) -> ForEach<F> {
+    ForEach(f)
+}
+
+/// The sink [`for_each`] returns.
+pub struct ForEach<F>(F);
+
+impl<T, F: FnMut(T)> Sink<T> for ForEach<F> {
+    #[inline]
+    fn consume(&mut self, item: T) -> Result<(), BoxError> {
+        (self.0)(item);
+        Ok(())
+    }
+}
+
+impl<F> fmt::Debug for ForEach<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ForEach").finish_non_exhaustive()
+    }
+}
+
+/// A sink that calls `f` on every item, for a closure that returns an error type of its own
+/// (`io::Error`, your enum, `anyhow::Error` through `Into<BoxError>`): an error aborts the
+/// run with [`ErrorKind::Sink`](crate::ErrorKind::Sink), [`Stop`] ends it cleanly.
+///
+/// # Examples
+///
+/// ```
+/// use pipework::{map, sink, Fifo, Pipeline};
+/// use std::io::Write;
+///
+/// let pipeline = Pipeline::new().stage("double", Fifo::new(map(|x: u32| x * 2)));
+/// let mut out = Vec::new();
+/// pipeline
+///     .run(1..=3, sink::try_for_each(|x| write!(out, "{x} ")))
+///     .unwrap();
+/// assert_eq!(out, b"2 4 6 ");
+/// ```
+pub fn try_for_each<T, E, F>(f: F) -> TryForEach<F>
+where
+    F: FnMut(T) -> Result<(), E>,
+    E: Into<BoxError>,
+{
+    TryForEach(f)
+}
+
+/// The sink [`try_for_each`] returns.
+pub struct TryForEach<F>(F);
+
+impl<T, E: Into<BoxError>, F: FnMut(T) -> Result<(), E>> Sink<T> for TryForEach<F> {
+    #[inline]
+    fn consume(&mut self, item: T) -> Result<(), BoxError> {
+        (self.0)(item).map_err(Into::into)
+    }
+}
+
+impl<F> fmt::Debug for TryForEach<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TryForEach").finish_non_exhaustive()
     }
 }
 
