@@ -41,6 +41,9 @@ enum Misbehaviour {
     /// The worker processes one item, takes another, and fails the stage without
     /// processing it.
     Fail,
+    /// `start` drops its handle while a panic unwinds, and catches the panic: no thread,
+    /// and no error.
+    SwallowPanic,
 }
 
 struct Rogue(Misbehaviour);
@@ -54,6 +57,13 @@ impl StageRunner<u64, u64> for Rogue {
         let mut identity = common::fallible(|x: u64, _: &Context| Ok(x));
         match self.0 {
             Misbehaviour::NoWorker => {}
+            Misbehaviour::SwallowPanic => {
+                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let _dropped_while_unwinding = stage;
+                    panic!("injected panic that start catches");
+                }));
+                assert!(caught.is_err());
+            }
             Misbehaviour::PanicInStart => panic!("start went wrong"),
             Misbehaviour::QuitEarly => {
                 stage.spawn(move |mut w| {
@@ -118,6 +128,37 @@ fn a_runner_that_starts_no_worker_fails_the_run_instead_of_hanging() {
         Some("rogue"),
         "{err}"
     );
+}
+
+/// Found while porting the fault audit: the last reference to a lane dropped during a
+/// panic was never checked (the panic was taken to be reported), so a `start` that dropped
+/// its handle inside a panic it caught itself left upstream blocked for ever.
+#[test]
+fn a_runner_that_drops_its_handle_in_a_panic_it_catches_fails_the_run_instead_of_hanging() {
+    let _dog = watchdog("handle dropped in a caught panic", 20);
+    quiet_injected_panics();
+    for source_len in [0u64, 10_000] {
+        let err = rogue(Misbehaviour::SwallowPanic)
+            .run(0..source_len, |_| Ok(()))
+            .unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Runner { .. }), "{err}");
+        assert_eq!(
+            err.stage().map(pipework::StageId::name),
+            Some("rogue"),
+            "{err}"
+        );
+        assert!(err.report().unwrap().totals().is_balanced());
+    }
+    // As a broadcast's branch.
+    let p = Pipeline::new().stage(
+        "fan",
+        pipework::Broadcast::new()
+            .branch(Fixed::new(1, common::fallible(|x: u64, _: &Context| Ok(x))))
+            .branch(Rogue(Misbehaviour::SwallowPanic)),
+    );
+    let err = p.run(endless(), |_| Ok(())).unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Runner { .. }), "{err}");
+    assert!(err.report().unwrap().totals().is_balanced());
 }
 
 #[test]

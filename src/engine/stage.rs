@@ -15,7 +15,9 @@
 //!   has not ended (and the run goes on), the run fails with
 //!   [`ErrorKind::Runner`] naming the stage, instead of leaving
 //!   upstream blocked on a full queue for ever. This covers a runner that starts no
-//!   thread and one whose threads all return early.
+//!   thread, one whose threads all return early, and one whose `start` drops its handle
+//!   while a panic unwinds and catches that panic itself (the lane is checked when
+//!   `start` is over: a panic that leaves `start` is the run's error instead).
 //! - A `Worker` counts every item it hands out; an item the runner neither processes nor
 //!   fails is counted when the worker is dropped (filtered, or cancelled if the run was
 //!   cancelled), so the report balances whatever the runner does.
@@ -23,6 +25,8 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
 
 use super::counters::Counter;
 use super::state::{RunState, StageState};
@@ -159,6 +163,13 @@ struct Lane<'scope, In> {
     refs: AtomicUsize,
     /// Whether a thread was ever started on the lane.
     threads: AtomicBool,
+    /// Set when the last reference was dropped while its thread panicked: whether that
+    /// panic is reported depends on who catches it, so the check waits for the end of the
+    /// runner's `start` (see [`Launcher::stage`]).
+    panicked: AtomicBool,
+    /// The lanes of the branches made from this one's handles (a broadcast's), checked
+    /// with it after `start`.
+    branches: Mutex<Vec<Arc<Lane<'scope, In>>>>,
 }
 
 /// One reference to a lane; the last one dropped checks that the input has ended.
@@ -177,25 +188,42 @@ impl<In> Drop for LaneRef<'_, In> {
     fn drop(&mut self) {
         // Ordering: AcqRel, see `clone`.
         if self.0.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.abandoned();
+            if std::thread::panicking() {
+                // A thread spawned through a handle keeps its own reference until after its
+                // panic is recorded, so this is the thread running `start`: the panic is the
+                // run's error if it leaves `start`, but the runner may catch it. Checked
+                // once `start` is over.
+                // Ordering: Relaxed; set and read on the thread running `start`.
+                self.0.panicked.store(true, Ordering::Relaxed);
+            } else {
+                self.0.abandoned();
+            }
         }
     }
 }
 
 impl<In> Lane<'_, In> {
+    /// After the runner's `start`: checks this lane and its branches if their last
+    /// reference went while `start` panicked. A panic that left `start` has been recorded
+    /// and cancelled the run by now; one the runner caught does not excuse the lane.
+    fn after_start(&self) {
+        // Ordering: Relaxed, see `LaneRef::drop`.
+        if self.panicked.load(Ordering::Relaxed) {
+            self.abandoned();
+        }
+        for branch in std::mem::take(&mut *self.branches.lock()) {
+            branch.after_start();
+        }
+    }
+
     /// Nothing can read the input any more: fine if it has ended (or the run is over),
     /// a broken runner contract otherwise.
     fn abandoned(&self) {
-        // A panic is reported by the `catch_unwind` it unwinds to, and cancels the run.
         // Ordering: Relaxed; set with the run's error, before the failing thread ends.
         let halted = self.stage.halted.load(Ordering::Relaxed);
         // The run's token first: a cancellation reaches the stage's own tokens a moment
         // after it reaches the run's.
-        if self.run.token.is_cancelled()
-            || halted
-            || self.stage.intake.is_cancelled()
-            || std::thread::panicking()
-        {
+        if self.run.token.is_cancelled() || halted || self.stage.intake.is_cancelled() {
             return;
         }
         // Ordering: Relaxed; set before the thread that drops a reference started.
@@ -276,6 +304,8 @@ where
             input,
             refs: AtomicUsize::new(1),
             threads: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            branches: Mutex::new(Vec::new()),
         }));
         StageHandle {
             spawner,
@@ -288,13 +318,15 @@ where
 
     /// A handle like this one on another lane (a branch of a broadcast).
     pub(super) fn with_input(&self, input: EdgeRx<In>) -> Self {
-        StageHandle::new(
+        let branch = StageHandle::new(
             self.spawner.clone(),
             self.stage,
             self.policy,
             input,
             self.output.clone(),
-        )
+        );
+        self.lane.0.branches.lock().push(Arc::clone(&branch.lane.0));
+        branch
     }
 
     /// The stage's position and name.
@@ -450,6 +482,7 @@ impl<'scope> Launcher<'scope, '_> {
         let (tx, rx) = self.spawner.edge_into(index + 1);
         let stage = &run.stages[index];
         let handle = StageHandle::new(self.spawner.clone(), stage, policy, input, tx);
+        let lane = Arc::clone(&handle.lane.0);
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| runner.start(handle))) {
             run.fail(ErrorKind::Panic {
                 site: Site::Start {
@@ -458,6 +491,7 @@ impl<'scope> Launcher<'scope, '_> {
                 message: panic_message(&*payload),
             });
         }
+        lane.after_start();
         rx
     }
 }
