@@ -169,6 +169,50 @@ fn a_processor_panic_reported_late_is_still_the_first_error() {
     }
 }
 
+/// The same race through the sink: it panics on item 0 while stage `a` (a pool of two,
+/// chunks of one item) fails on item 1 once the panic began. The sink's call was in
+/// progress when the stage's error was recorded: its panic is the first error.
+#[test]
+fn a_sink_panic_reported_late_is_still_the_first_error() {
+    let _dog = watchdog("sink panic reported late", 60);
+    slow_hook();
+    for _ in 0..5 {
+        let began = AtomicBool::new(false);
+        let p = Pipeline::new().max_chunk(1).stage(
+            "a",
+            Fixed::new(
+                2,
+                common::fallible(|x: u64, _: &Context| {
+                    if x == 1 {
+                        wait_for(&began);
+                        return Err("injected error after the panic began".into());
+                    }
+                    Ok(x)
+                }),
+            ),
+        );
+        let err = p
+            .run(0..2u64, |x: u64| {
+                if x == 0 {
+                    began.store(true, Ordering::SeqCst);
+                    panic!("injected slow panic in the sink");
+                }
+                Ok(())
+            })
+            .unwrap_err();
+        match err.kind() {
+            ErrorKind::Panic {
+                site: Site::Sink,
+                message,
+            } => assert_eq!(message, "injected slow panic in the sink"),
+            other => panic!("stage a's later error came first: {other:?}"),
+        }
+        let report = err.report().unwrap();
+        assert_eq!(report.suppressed_errors, 1, "{report:?}");
+        assert!(report.totals().is_balanced());
+    }
+}
+
 /// The finding as it was seen: `RUST_BACKTRACE=1` and the default panic hook, in a child
 /// process (the default hook reads `RUST_BACKTRACE` once per process, so the variable is set
 /// for the child, not here). The child is this test binary running the ignored test below.

@@ -215,13 +215,18 @@ impl<T> Feed<'_, '_, '_, T> {
         match consumed {
             Ok(go_on) => go_on,
             Err(payload) => {
-                if in_flight {
-                    lp.report.failed += 1;
-                }
-                run.fail(ErrorKind::Panic {
+                let kind = ErrorKind::Panic {
                     site: Site::Sink,
                     message: panic_message(&*payload),
-                });
+                };
+                if in_flight {
+                    lp.report.failed += 1;
+                    // The call began after the chunk was taken: an error recorded since then
+                    // may have come after this panic, which waited for the panic hook.
+                    run.fail_in_call(kind, lp.pacer.started());
+                } else {
+                    run.fail(kind);
+                }
                 false
             }
         }
