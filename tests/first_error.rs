@@ -265,3 +265,67 @@ fn child_source_panic_with_the_default_hook() {
         println!("FIRST: {first}");
     }
 }
+
+/// A sink whose `Drop` panics.
+struct PanicsWhenDropped;
+
+impl pipework::Sink<u64> for PanicsWhenDropped {
+    fn consume(&mut self, _: u64) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("injected panic in the sink's drop");
+    }
+}
+
+/// Found by the random-fault model: in an order-keeping pipeline a stage's error waits at
+/// its position while the outputs before it reach the sink, and gives way to an error
+/// raised further down, which concerns an earlier item. Once the outputs have ended the
+/// failure has taken effect: a panic in the sink's `Drop`, or an error the consumer of
+/// `run_with` returns after reading every output, comes after it and is suppressed. (They
+/// used to replace it: the run returned the sink's panic, raised after the join.)
+#[test]
+fn a_failure_that_took_effect_at_its_position_stays_the_first_error() {
+    let _dog = watchdog("a sink error after a failure took effect", 60);
+    slow_hook();
+    let p = Pipeline::new().stage(
+        "fails",
+        Fifo::new(common::fallible(|x: u64, _: &Context| {
+            if x == 3 {
+                return Err("injected error at item 3".into());
+            }
+            Ok(x)
+        })),
+    );
+    let is_stage_error = |err: &pipework::Error| {
+        matches!(err.kind(), ErrorKind::Stage { stage, error }
+            if stage.name() == "fails" && error.to_string() == "injected error at item 3")
+    };
+    // The sink's Drop, after the join.
+    let err = p.run(0..10u64, PanicsWhenDropped).unwrap_err();
+    assert!(is_stage_error(&err), "{err:?}");
+    let report = err.report().unwrap();
+    assert_eq!((report.sink.consumed, report.suppressed_errors), (3, 1));
+    // The consumer's error once its outputs have ended.
+    let err = p
+        .run_with(0..10u64, |outputs| -> Result<(), BoxError> {
+            let seen: Vec<u64> = outputs.collect();
+            assert_eq!(seen, [0, 1, 2]);
+            Err("injected consumer error after the outputs ended".into())
+        })
+        .unwrap_err();
+    assert!(is_stage_error(&err), "{err:?}");
+    assert_eq!(err.report().unwrap().suppressed_errors, 1);
+    // A consumer that stops reading at an earlier item: its error concerns that item and
+    // is the first.
+    let err = p
+        .run_with(0..10u64, |mut outputs| -> Result<(), BoxError> {
+            assert_eq!(outputs.next(), Some(0));
+            Err("injected consumer error at item 0".into())
+        })
+        .unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::Sink { .. }), "{err:?}");
+}

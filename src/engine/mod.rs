@@ -49,7 +49,10 @@
 //!   cancelling the run: the failing worker (or the source) hands on what it produced
 //!   before, the stages upstream are cancelled through their tokens, an ordered pool's
 //!   collector stops after the failing turn, and the rest drains to the sink. An error
-//!   raised further down replaces a waiting one (it concerns an earlier item).
+//!   raised further down replaces a waiting one (it concerns an earlier item) until the
+//!   consumer takes no more outputs (`RunState::outputs_ended`): the failure has then taken
+//!   effect, and a later error (the sink's `Drop`, a consumer's error after its last
+//!   output) is suppressed.
 //! - **Stealing.** A worker of a pool keeps the rest of its chunk in a stash its siblings
 //!   steal from when idle (`transport::inbox`); items move between workers, never out of
 //!   the stage, and a worker counts an item when it is handed out to it. A consumer does

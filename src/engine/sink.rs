@@ -127,15 +127,11 @@ where
         let result = catch_unwind(AssertUnwindSafe(|| f(Outputs::new(&mut *feed))));
         // Outputs the closure did not take: a clean early stop.
         let stopped = !feed.lp.ended;
-        feed.end();
         let run = feed.lp.run;
-        match result {
-            Ok(Ok(value)) => {
-                if stopped {
-                    run.stop();
-                }
-                Some(value)
-            }
+        // Its error is recorded before the outputs end for good: returned without having
+        // read them all, it concerns an output the closure saw.
+        let output = match result {
+            Ok(Ok(value)) => Some(value),
             Ok(Err(error)) => {
                 run.fail(ErrorKind::Sink { error });
                 None
@@ -147,7 +143,12 @@ where
                 });
                 None
             }
+        };
+        feed.end();
+        if stopped && output.is_some() {
+            run.stop();
         }
+        output
     }
 }
 
@@ -289,12 +290,14 @@ impl<T> Feed<'_, '_, '_, T> {
     }
 
     /// The outputs have ended, or the consumer takes no more: counts what is left in the
-    /// current chunk as cancelled; the time limit no longer applies.
+    /// current chunk as cancelled; the time limit no longer applies, and a failure waiting
+    /// at its position has taken effect.
     fn end(&mut self) {
         let lp = &mut *self.lp;
         if std::mem::replace(&mut lp.ended, true) {
             return;
         }
+        lp.run.outputs_ended();
         let (n, panic) = lp.inbox.discard();
         lp.report.cancelled += n;
         lp.drop_panicked(panic);

@@ -22,9 +22,14 @@
 //!   panic may have come first — and when the hook is what delays a report, it did.
 //!
 //! A panic from a call that began after the other error was recorded never takes its
-//! place. Independently, an error waiting to take effect at its position (`fail_at`) gives
-//! way to any error raised further down the pipeline, which concerns an earlier item. What this rule cannot tell apart: a long call that began before the other error
+//! place. What this rule cannot tell apart: a long call that began before the other error
 //! and panicked after it (ignoring the cancellation) is also taken as first.
+//!
+//! Independently, an error waiting to take effect at its position (`fail_at`) gives way to
+//! any error raised further down the pipeline, which concerns an earlier item — until the
+//! consumer takes no more outputs ([`RunState::outputs_ended`]): then it has taken effect,
+//! and what comes after (the sink's `Drop`, an error the consumer of `run_with` returns
+//! after reading every output) is suppressed.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -57,6 +62,9 @@ pub(crate) struct RunState {
     pub(crate) source_deferred: bool,
     /// Errors after the first.
     suppressed: AtomicU64,
+    /// Set once the consumer takes no more outputs: from then on no error waits at its
+    /// position. Written and read under `first`'s lock.
+    consumer_done: AtomicBool,
     /// Set when the sink stopped the run early.
     stopped: AtomicBool,
     /// Per-stage identity and counters, indexed by stage.
@@ -170,6 +178,7 @@ impl RunState {
             deadline: config.timeout.and_then(|t| started.checked_add(t)),
             first: Mutex::new(None),
             suppressed: AtomicU64::new(0),
+            consumer_done: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             stages: config.stages,
             max_chunk: config.max_chunk,
@@ -284,6 +293,8 @@ impl RunState {
     ) {
         let kind = self.blame_external(kind);
         let mut first = self.first.lock();
+        // Ordering: Relaxed; under the lock, see `consumer_done`.
+        let pending = pending.filter(|_| !self.consumer_done.load(Ordering::Relaxed));
         let now = Instant::now();
         let replace = match &*first {
             None => true,
@@ -303,6 +314,19 @@ impl RunState {
                 in_call: call_started.is_some(),
                 waiting: pending,
             });
+        }
+    }
+
+    /// The consumer takes no more outputs (they have ended, or it stopped): an error
+    /// waiting at its position has taken effect, and no later error replaces it. An error
+    /// recorded from now on does not wait at its position either, even one that replaces
+    /// the first as a panic from a call in progress (see the module's documentation).
+    pub(crate) fn outputs_ended(&self) {
+        let mut first = self.first.lock();
+        // Ordering: Relaxed; under the lock, see `consumer_done`.
+        self.consumer_done.store(true, Ordering::Relaxed);
+        if let Some(first) = first.as_mut() {
+            first.waiting = None;
         }
     }
 
