@@ -1,7 +1,9 @@
-//! Suite 3: stress. Ten thousand short runs with rotating topologies and faults, each
-//! audited item by item (see `audit`) with the thread count checked after it; and
-//! one run of a million items while a live-item gauge checks that the items in flight never
-//! exceed what the capacities, workers and reorder windows allow.
+//! Suite 3: stress. Ten thousand short runs with rotating topologies and faults (processors
+//! plain and one-to-many, items' `Clone` and `Drop`, init closures, runner `start`, the
+//! `Drop` of every user value, progress every `Duration::ZERO`), each audited item by item
+//! (see `audit`) with the thread count checked after it; and one run of a million items
+//! while a live-item gauge checks that the items in flight never exceed what the
+//! capacities, workers and reorder windows allow.
 //!
 //! The tests of this file are serialised, so that the process's thread count is theirs.
 
@@ -25,7 +27,7 @@ mod common;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use audit::{Case, Fault, Kind, MAX_STAGES, Runner, Site, StageSpec, run_case};
+use audit::{Case, Fault, Kind, MAX_STAGES, Runner, Site, StageSpec, UserDrops, run_case};
 use common::{RUN_LIMIT, Watchdog, serial_test, settle_threads};
 use pipework::{BoxError, Context, Dynamic, Fifo, Fixed, Ordered, Pipeline};
 
@@ -62,7 +64,7 @@ fn topologies() -> Vec<Vec<Runner>> {
 
 /// The faults the short runs rotate through: (site, kind, the stage routes), with `Stage`
 /// sites fitted to the topology.
-const FAULTS: [&[(Site, Kind, bool)]; 11] = [
+const FAULTS: [&[(Site, Kind, bool)]; 19] = [
     &[],
     &[(Site::Source, Kind::Panic, false)],
     &[(Site::Source, Kind::Error, false)],
@@ -77,6 +79,17 @@ const FAULTS: [&[(Site, Kind, bool)]; 11] = [
         (Site::Stage(0), Kind::Error, true),
         (Site::Stage(1), Kind::Panic, false),
     ],
+    &[(Site::Stage(0), Kind::ClonePanic, true)],
+    &[(Site::Stage(0), Kind::DropPanic, true)],
+    &[
+        (Site::Stage(0), Kind::DropPanic, false),
+        (Site::Sink, Kind::Error, false),
+    ],
+    &[(Site::Stage(0), Kind::Expand, false)],
+    &[(Site::Stage(0), Kind::ExpandError, true)],
+    &[(Site::Stage(0), Kind::ExpandPanic, false)],
+    &[(Site::Stage(0), Kind::InitPanic, false)],
+    &[(Site::Stage(0), Kind::StartPanicAfter, false)],
 ];
 
 /// Short run number `i`: a topology, a fault set, a struck item, a branch, capacities and
@@ -113,6 +126,19 @@ fn short_run(i: usize, topologies: &[Vec<Runner>]) -> Case {
         items: SHORT_ITEMS,
         faults: fitted,
         stall: SHORT_STALL,
+        // Now and then every user value's `Drop` panics, and progress is reported as often
+        // as it can be.
+        drops: if i % 11 == 3 {
+            UserDrops {
+                source: true,
+                sink: true,
+                progress: true,
+            }
+        } else {
+            UserDrops::default()
+        },
+        progress: (i % 5 == 0).then_some(Duration::ZERO),
+        timeout: None,
     }
 }
 
