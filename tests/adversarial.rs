@@ -507,6 +507,53 @@ fn f10_a_stage_name_with_a_nul_byte_runs() {
     assert_eq!(report.stages[0].id.name(), "bad\0name");
 }
 
+/// A user value whose `Drop` panics (quietly while its thread unwinds).
+struct QuietlyPanickyDrop(&'static str);
+
+impl Drop for QuietlyPanickyDrop {
+    fn drop(&mut self) {
+        assert!(std::thread::panicking(), "injected {} drop", self.0);
+    }
+}
+
+/// f25 (found by the random-fault model on an older engine): a run whose deadline cancels
+/// it before its source thread starts dropped the source inside the refused spawn (the
+/// thread's closure owned it), outside any `catch_unwind`: a panic in the source's `Drop`
+/// escaped `run()`. Seen in about 5 of 2,000 runs with `timeout(Duration::ZERO)`. The
+/// source now waits in a slot the thread takes it from, and is dropped under
+/// `catch_unwind` if the thread never started.
+#[test]
+fn f25_a_source_dropped_because_its_thread_never_started_cannot_panic_out_of_run() {
+    const RUNS: usize = 2_000;
+    let _dog = watchdog("source drop before start", 60);
+    quiet_injected_panics();
+    let p = Pipeline::new().stage(
+        "id",
+        Fixed::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
+    );
+    let mut escaped = 0;
+    for _ in 0..RUNS {
+        let guard = QuietlyPanickyDrop("source");
+        let items = (0..10u64).inspect(move |_| {
+            let _ = &guard;
+        });
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.job().timeout(Duration::ZERO).run(items, |_| Ok(()))
+        }));
+        match run {
+            Err(_) => escaped += 1,
+            Ok(result) => {
+                let err = result.unwrap_err();
+                assert!(err.report().unwrap().totals().is_balanced());
+            }
+        }
+    }
+    assert_eq!(
+        escaped, 0,
+        "a panic escaped run() {escaped} times in {RUNS} runs"
+    );
+}
+
 /// f27 (found by the extended fault matrix): a worker of an order-keeping ordered pool that
 /// dies by a panic outside a processor call — here its init closure — hands on no failing
 /// turn, so its panic must cancel the run rather than wait at a position: before the fix

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{RUN_LIMIT, Watchdog, serial_test, settle_threads};
 use pipework::{
     Batch, BoxError, Broadcast, CancelToken, Context, Dynamic, Error, ErrorKind, Failure, Fifo,
-    Fixed, Ordered, Pipeline, Report, Site, StageOptions, runner::StageRunner, source,
+    Fixed, Ordered, Pipeline, Processor, Report, Site, StageOptions, runner::StageRunner, source,
 };
 
 /// Items per run.
@@ -654,4 +654,325 @@ fn an_impossible_capacity_is_a_configuration_error_not_a_panic() {
         }
     }
     assert!(panicked.is_empty(), "{panicked:#?}");
+}
+
+/// What a run with an extreme setting must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// A configuration error saying this, before any thread starts or any item is read.
+    Config(&'static str),
+    /// A correct run: every item sunk.
+    Ok,
+    /// The run's time limit ends it (a setting that makes it wait as long as asked).
+    Deadline,
+    /// Either a correct run or its time limit (a limit of zero races a short run).
+    OkOrDeadline,
+    /// The stage's error: a transient failure that is not retried.
+    StageError,
+    /// A correct run, or an error because the operating system refused a thread: never a
+    /// panic out of `run()`.
+    OkOrRefused,
+}
+
+/// A processor that fails each item's first attempt with a transient error (a retry of the
+/// same item succeeds): the attempts are counted per item id.
+fn flaky(
+    attempts: &Arc<Vec<AtomicU32>>,
+) -> impl Processor<Counted, Counted> + Clone + Sync + use<> {
+    let attempts = Arc::clone(attempts);
+    common::fallible(move |x: Counted, _: &Context| {
+        if attempts[x.id].fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err(pipework::Transient::new("injected transient failure").into());
+        }
+        Ok(x)
+    })
+}
+
+/// One extreme setting: a name, the pipeline, the run's options, what it must do.
+struct Extreme {
+    name: String,
+    pipeline: Pipeline<'static, Counted>,
+    timeout: Option<Duration>,
+    progress: Option<Duration>,
+    expect: Expect,
+}
+
+fn extreme(
+    name: impl Into<String>,
+    pipeline: Pipeline<'static, Counted>,
+    expect: Expect,
+) -> Extreme {
+    Extreme {
+        name: name.into(),
+        pipeline,
+        timeout: None,
+        progress: None,
+        expect,
+    }
+}
+
+/// Every public constructor and option with 0, 1, `usize::MAX`, `Duration::ZERO`,
+/// `Duration::MAX`, a 10 KB name and a name with a NUL byte: each gives a configuration error
+/// before any thread starts, or a correct run (or, when the setting asks to wait for ever,
+/// the run's time limit) — never a panic out of `run()`, a hang or an abort.
+#[test]
+fn every_constructor_and_option_takes_extreme_values() {
+    let t = serial_test("extreme settings", 300);
+    let baseline = t.baseline;
+    let step = || common::fallible(pass as Step);
+    let short = Duration::from_millis(200);
+    let huge_name = "x".repeat(10 * 1024);
+    let nul_name = "a\0b".to_owned();
+    let mut cases = Vec::new();
+    let stage = |p: Pipeline<'static, Counted>| p.stage("first", Fixed::new(2, step()));
+
+    // The pipeline's queues, chunks and thread stacks.
+    for (n, expect) in [
+        (0, Expect::Config("capacity")),
+        (1, Expect::Ok),
+        (usize::MAX, Expect::Config("capacity")),
+    ] {
+        cases.push(extreme(
+            format!("Pipeline::capacity({n})"),
+            stage(Pipeline::new().capacity(n)),
+            expect,
+        ));
+        let options = StageOptions::new().capacity(n);
+        cases.push(extreme(
+            format!("StageOptions::capacity({n})"),
+            Pipeline::new().stage_with("first", Fixed::new(2, step()), options),
+            expect,
+        ));
+    }
+    for (n, expect) in [
+        (0, Expect::Config("max_chunk")),
+        (1, Expect::Ok),
+        (usize::MAX, Expect::Ok),
+    ] {
+        cases.push(extreme(
+            format!("Pipeline::max_chunk({n})"),
+            stage(Pipeline::new().max_chunk(n)),
+            expect,
+        ));
+    }
+    for (n, expect) in [
+        (0, Expect::Config("stack")),
+        (1, Expect::Config("stack")),
+        (usize::MAX, Expect::OkOrRefused),
+    ] {
+        cases.push(extreme(
+            format!("Pipeline::stack_size({n})"),
+            stage(Pipeline::new().stack_size(n)),
+            expect,
+        ));
+    }
+    // Pool sizes and the reorder window.
+    for (n, expect) in [
+        (0, Expect::Config("worker")),
+        (1, Expect::Ok),
+        (usize::MAX, Expect::Config("worker")),
+    ] {
+        cases.push(extreme(
+            format!("Fixed::new({n})"),
+            Pipeline::new().stage("first", Fixed::new(n, step())),
+            expect,
+        ));
+        cases.push(extreme(
+            format!("Ordered::new({n})"),
+            Pipeline::new().stage("first", Ordered::new(n, step())),
+            expect,
+        ));
+        cases.push(extreme(
+            format!("Dynamic::new({n})"),
+            Pipeline::new().stage("first", Dynamic::new(n, step())),
+            expect,
+        ));
+    }
+    for (w, expect) in [
+        (0, Expect::Config("window")),
+        (1, Expect::Ok),
+        (usize::MAX, Expect::Config("window")),
+    ] {
+        cases.push(extreme(
+            format!("Ordered::window({w})"),
+            Pipeline::new().stage("first", Ordered::new(2, step()).window(w)),
+            expect,
+        ));
+    }
+    for idle in [Duration::ZERO, Duration::MAX] {
+        cases.push(extreme(
+            format!("Dynamic::idle_timeout({idle:?})"),
+            Pipeline::new().stage("first", Dynamic::new(4, step()).idle_timeout(idle)),
+            Expect::Ok,
+        ));
+    }
+    // Batches.
+    for size in [0, 1, usize::MAX] {
+        for wait in [Duration::ZERO, Duration::MAX] {
+            let expect = if size == 0 {
+                Expect::Config("size")
+            } else {
+                Expect::Ok
+            };
+            cases.push(extreme(
+                format!("Batch::new({size}, {wait:?})"),
+                Pipeline::new().stage(
+                    "first",
+                    Batch::new(size, wait, pipework::flat_map(|b: Vec<Counted>| b)),
+                ),
+                expect,
+            ));
+        }
+    }
+    // Retries: each item fails its first attempt with a transient error.
+    let attempts: Arc<Vec<AtomicU32>> = Arc::new((0..ITEMS).map(|_| AtomicU32::new(0)).collect());
+    for n in [0, 1, u32::MAX] {
+        for backoff in [Duration::ZERO, Duration::MAX] {
+            for max_backoff in [Duration::ZERO, Duration::MAX] {
+                let retry = pipework::Retry::new(n)
+                    .backoff(backoff)
+                    .max_backoff(max_backoff);
+                // No retry: the transient error fails the stage. A retry that waits
+                // `Duration::MAX` waits until the time limit.
+                let expect = if n == 0 {
+                    Expect::StageError
+                } else if backoff == Duration::MAX && max_backoff == Duration::MAX {
+                    Expect::Deadline
+                } else {
+                    Expect::Ok
+                };
+                let mut case = extreme(
+                    format!("Retry::new({n}).backoff({backoff:?}).max_backoff({max_backoff:?})"),
+                    Pipeline::new().stage_with(
+                        "first",
+                        Fixed::new(2, flaky(&attempts)),
+                        StageOptions::new().retry(retry),
+                    ),
+                    expect,
+                );
+                case.timeout = Some(short);
+                cases.push(case);
+            }
+        }
+    }
+    // The run's time limit and progress reports.
+    for (limit, expect) in [
+        (Duration::ZERO, Expect::OkOrDeadline),
+        (Duration::from_nanos(1), Expect::OkOrDeadline),
+        (Duration::MAX, Expect::Ok),
+    ] {
+        let mut case = extreme(
+            format!("Job::timeout({limit:?})"),
+            stage(Pipeline::new()),
+            expect,
+        );
+        case.timeout = Some(limit);
+        cases.push(case);
+    }
+    for every in [Duration::ZERO, Duration::from_nanos(1), Duration::MAX] {
+        let mut case = extreme(
+            format!("Job::on_progress({every:?})"),
+            stage(Pipeline::new()),
+            Expect::Ok,
+        );
+        case.progress = Some(every);
+        cases.push(case);
+    }
+    // Names.
+    for name in [String::new(), huge_name.clone(), nul_name.clone()] {
+        let shown = if name.len() > 16 {
+            format!("{} bytes", name.len())
+        } else {
+            format!("{name:?}")
+        };
+        cases.push(extreme(
+            format!("a stage named {shown}"),
+            Pipeline::new()
+                .stage(name.clone(), Fixed::new(2, step()))
+                .stage(name.clone(), Dynamic::new(2, step()))
+                .stage(name.clone(), Ordered::new(2, step()))
+                .stage(
+                    name,
+                    Broadcast::new()
+                        .branch(Fifo::new(step()))
+                        .branch(Fixed::new(1, step())),
+                ),
+            Expect::Ok,
+        ));
+    }
+    // A name is carried into errors as it is.
+    let failing = Pipeline::new().stage(
+        huge_name.clone(),
+        Fixed::new(2, common::fallible(fail_first as Step)),
+    );
+    let err = failing.run(Book::new().items(), |_| Ok(())).unwrap_err();
+    assert_eq!(
+        err.stage().map(pipework::StageId::name),
+        Some(huge_name.as_str())
+    );
+
+    let mut ran = 0;
+    for case in &cases {
+        for a in attempts.iter() {
+            a.store(0, Ordering::SeqCst);
+        }
+        let progressed = AtomicUsize::new(0);
+        let (result, book, _) = self::case(&case.name, baseline, |book| {
+            let mut job = case.pipeline.job();
+            if let Some(limit) = case.timeout {
+                job = job.timeout(limit);
+            }
+            if let Some(every) = case.progress {
+                job = job.on_progress(every, |_| {
+                    progressed.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+            let items = book.items();
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                job.run(items, |_| Ok(()))
+            })) {
+                Ok(result) => result,
+                Err(payload) => panic!(
+                    "{}: a panic escaped run(): {:?}",
+                    case.name,
+                    payload
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or(payload.downcast_ref::<&str>().copied())
+                ),
+            }
+        });
+        let name = &case.name;
+        let deadline = |r: &Result<Report, Error>| matches!(r, Err(e) if matches!(e.kind(), ErrorKind::Deadline { .. }));
+        let sunk_all = |r: &Report| r.totals().sunk == ITEMS as u64 + r.totals().copies;
+        match case.expect {
+            Expect::Config(says) => {
+                let stage = match &result {
+                    Err(e) => e.stage().map(|s| s.name().to_owned()),
+                    Ok(_) => None,
+                };
+                assert_config(name, &result, &book, stage.as_deref(), says);
+            }
+            Expect::Ok => {
+                let report = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert!(sunk_all(&report), "{name}: {report}");
+            }
+            Expect::Deadline => assert!(deadline(&result), "{name}: {result:?}"),
+            Expect::OkOrDeadline => match &result {
+                Ok(report) => assert!(sunk_all(report), "{name}: {report}"),
+                r => assert!(deadline(r), "{name}: {r:?}"),
+            },
+            Expect::StageError => assert!(
+                matches!(&result, Err(e) if matches!(e.kind(), ErrorKind::Stage { error, .. }
+                    if error.to_string() == "injected transient failure")),
+                "{name}: {result:?}"
+            ),
+            Expect::OkOrRefused => match &result {
+                Ok(report) => assert!(sunk_all(report), "{name}: {report}"),
+                Err(e) => assert!(format!("{e:#}").contains("cannot start"), "{name}: {e:#}"),
+            },
+        }
+        ran += 1;
+    }
+    eprintln!("extreme settings: {ran} cases");
 }
