@@ -402,12 +402,16 @@ fn f18_a_pre_cancelled_token_starts_no_thread() {
 #[test]
 fn f19_an_independent_error_after_cancellation_is_a_suppressed_error() {
     let _dog = watchdog("late error", 20);
+    // Item 1 must be in a processor call when the sink's error cancels the run (an item not
+    // yet taken is only cancelled): the sink waits for it to start.
+    let started = AtomicBool::new(false);
     let p = Pipeline::new().stage(
         "late",
         Fixed::new(
             2,
             common::fallible(|x: u64, cx: &Context| {
                 if x == 1 {
+                    started.store(true, Ordering::SeqCst);
                     // Wait for the sink's error to cancel the run, then fail on our own.
                     while !cx.is_cancelled() {
                         std::thread::sleep(Duration::from_millis(1));
@@ -421,6 +425,10 @@ fn f19_an_independent_error_after_cancellation_is_a_suppressed_error() {
     let err = p
         .run(0..2u64, |x| {
             if x == 0 {
+                // Item 0 reached the sink, so its worker is free: item 1 starts soon.
+                while !started.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 Err("sink says no".into())
             } else {
                 Ok(())
