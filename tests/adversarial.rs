@@ -598,3 +598,45 @@ fn f27_an_ordered_pool_whose_worker_dies_outside_a_call_returns_the_panic() {
         );
     }
 }
+
+/// Found by the 30-minute soak: with retries configured, a stage keeps a copy of each item
+/// for another attempt. When the processor failed for good, that copy was dropped before the
+/// failure was recorded; a panic in its `Drop` then ended the worker first, and the stage's
+/// error was neither returned nor counted as suppressed: two faults, one reported.
+#[test]
+fn f28_a_panicking_drop_of_the_copy_kept_for_retries_does_not_hide_the_failure() {
+    let _dog = watchdog("retry copy's Drop panics", 30);
+    quiet_injected_panics();
+    /// Its clones panic when dropped; the original does not.
+    struct Bomb(bool);
+    impl Clone for Bomb {
+        fn clone(&self) -> Self {
+            Bomb(true)
+        }
+    }
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if self.0 && !std::thread::panicking() {
+                panic!("injected drop panic of the kept copy");
+            }
+        }
+    }
+    let p = Pipeline::new().stage_with(
+        "fails",
+        Fifo::new(common::fallible(|_: Bomb, _: &Context| {
+            Err::<u64, BoxError>("not transient".into())
+        })),
+        StageOptions::new().retry(pipework::Retry::new(3)),
+    );
+    let err = p.run(std::iter::once(Bomb(false)), |_| Ok(())).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Stage { .. }),
+        "the stage's error comes first: {err}"
+    );
+    let report = err.report().unwrap();
+    assert_eq!(
+        report.suppressed_errors, 1,
+        "the Drop panic after it: {report}"
+    );
+    assert!(report.totals().is_balanced(), "{report}");
+}

@@ -411,23 +411,28 @@ where
         };
         self.settle_failed(items);
         let policy = self.policy;
-        if let (Some(unit), Some(route)) = (kept, policy.route.as_deref()) {
-            self.local[Counter::Routed] += 1;
-            // The handler's call, made on the calling thread: typed here, where the stage's
-            // input type is known.
-            let stage = self.stage.id.clone();
-            let error: Arc<dyn std::error::Error + Send + Sync> = Arc::from(error);
-            let items = (how.into_items)(unit);
-            self.deliveries.send(
-                Box::new(move || {
-                    for item in items {
-                        route.deliver(Failure::new(stage.clone(), Arc::clone(&error), item));
-                    }
-                }),
-                &self.run.token,
-            );
-            return !self.cx.is_cancelled();
-        }
+        let kept = match (kept, policy.route.as_deref()) {
+            (Some(unit), Some(route)) => {
+                self.local[Counter::Routed] += 1;
+                // The handler's call, made on the calling thread: typed here, where the stage's
+                // input type is known.
+                let stage = self.stage.id.clone();
+                let error: Arc<dyn std::error::Error + Send + Sync> = Arc::from(error);
+                let items = (how.into_items)(unit);
+                self.deliveries.send(
+                    Box::new(move || {
+                        for item in items {
+                            route.deliver(Failure::new(stage.clone(), Arc::clone(&error), item));
+                        }
+                    }),
+                    &self.run.token,
+                );
+                return !self.cx.is_cancelled();
+            }
+            // Not routed: the copy kept for retries is dropped once the failure is recorded,
+            // so that a panic in its `Drop` is counted after it instead of replacing it.
+            (kept, _) => kept,
+        };
         let kind = ErrorKind::Stage {
             stage: self.stage.id.clone(),
             error,
@@ -438,6 +443,7 @@ where
         } else {
             self.run.fail(kind);
         }
+        drop(kept);
         false
     }
 
