@@ -616,9 +616,10 @@ fn f28_a_panicking_drop_of_the_copy_kept_for_retries_does_not_hide_the_failure()
     }
     impl Drop for Bomb {
         fn drop(&mut self) {
-            if self.0 && !std::thread::panicking() {
-                panic!("injected drop panic of the kept copy");
-            }
+            assert!(
+                !self.0 || std::thread::panicking(),
+                "injected drop panic of the kept copy"
+            );
         }
     }
     let p = Pipeline::new().stage_with(
