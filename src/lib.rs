@@ -103,6 +103,60 @@
 //! instead of failing the run, [`StageOptions::retry`] retries [`Transient`] failures, and
 //! [`Job::on_progress`] reports live progress.
 //!
+//! # Seeing a run
+//!
+//! Every [`Report`] has per-stage busy, waiting and blocked totals. For *when* each thread
+//! was busy, [`Job::record_timeline`] records a [`Timeline`] — per thread, intervals busy /
+//! waiting for input / blocked on output at chunk granularity, and the queue depths — in
+//! bounded memory (at most [`Timeline::INTERVALS_PER_TRACK`] intervals per thread, merged
+//! past it). [`Timeline::write_trace_events`] exports it for Perfetto and
+//! `chrome://tracing`. With recording off, the engine pays one predictable branch per
+//! chunk.
+//!
+//! ```
+//! use std::time::Duration;
+//! use pipework::prelude::*;
+//! use pipework::State;
+//!
+//! let pipeline = Pipeline::new().stage("hash", Fixed::new(2, map(|x: u64| x.rotate_left(7))));
+//! let report = pipeline.job().record_timeline().run(0..10_000, |_| Ok(())).unwrap();
+//! let timeline = report.timeline().unwrap();
+//! // The workers' busy intervals add up to the stage's busy time, to the nanosecond.
+//! let busy: Duration = timeline.stage_tracks(0).map(|t| t.total(State::Busy)).sum();
+//! assert_eq!(busy, report.stages[0].busy);
+//! let json = timeline.to_trace_events(); // save it, open it in ui.perfetto.dev
+//! assert!(json.contains(r#""name":"hash #0""#));
+//! ```
+//!
+//! # Tracing
+//!
+//! With the `tracing` cargo feature (off by default; without it the hooks compile to
+//! nothing), a run emits [`tracing`](https://docs.rs/tracing) spans and events, all with
+//! the target `pipework`:
+//!
+//! | span | level | fields | on |
+//! |---|---|---|---|
+//! | `pipework.run` | info | `stages`, `timeline` (bool), `outcome` (recorded at the end: `ok`, `stopped`, `cancelled`, `failed`) | the calling thread, for the whole run |
+//! | `pipework.source` | debug | — | the source thread |
+//! | `pipework.worker` | debug | `stage` (name), `stage_index`, `worker` (index) | each worker thread |
+//! | `pipework.helper` | debug | `stage`, `stage_index`, `role` (`fanout`, `deal`, `collect`, `watch`), `index` | each helper thread |
+//!
+//! Thread spans are children of the run's span. The events, in the span of the thread that
+//! emits them:
+//!
+//! | message | level | fields | span |
+//! |---|---|---|---|
+//! | `chunk` | trace | `items`, `busy_ns` | worker: a chunk done |
+//! | `chunk sent` | trace | `items` | source |
+//! | `retrying a transient failure` | debug | `attempt` (the one about to be made, from 2), `error` | worker |
+//! | `item failed, routed to the failure handler` | warn | `stage`, `error` | worker |
+//! | `item failed, failing the stage` | debug | `stage`, `error` | worker (the run's `error` event follows if it was the first) |
+//! | `worker stopped by cancellation` | debug | `cancelled` (items it held) | worker |
+//! | `the sink stopped the run` / `sink loop stopped by cancellation` | info / debug | — | run |
+//! | `run finished` | info | `outcome`, `elapsed_ms`, `read`, `sunk`, `failed`, `routed`, `suppressed_errors` | run |
+//! | `run cancelled` | warn | `outcome`, `read`, `sunk`, `cancelled` | run |
+//! | `run failed` | error | `outcome`, `error` (the first error, as `run` returns it), `stage`, `read`, `sunk`, `cancelled`, `suppressed_errors` | run |
+//!
 //! # Guarantees
 //!
 //! - Every thread of a run is joined before `run` returns.
@@ -140,9 +194,9 @@
 //!    (sink or iterator, failure handlers), the runner contract ([`runner::StageRunner`],
 //!    [`runner::StageHandle`]), the per-worker policy loop ([`runner::Worker`]), counters,
 //!    join and report. Its invariants are written once, in its module docs;
-//! 3. `policy`, `processor`, `source`, `sink`: what users supply; `error` and `report`:
-//!    what they read (an error carries the aborted run's report, so `error` sits on
-//!    `report`);
+//! 3. `policy`, `processor`, `source`, `sink`: what users supply; `error`, `report` and
+//!    `timeline`: what they read (an error carries the aborted run's report, so `error`
+//!    sits on `report`, and a report its timeline, so `report` sits on `timeline`);
 //! 4. `transport`: opaque edges (send or receive, or be woken by cancellation), the chunk-size
 //!    policy, inbox and outbox;
 //! 5. `context`, `id`: the vocabulary everything shares (the cancel token, stage names).
@@ -158,8 +212,8 @@
 #![allow(clippy::similar_names)]
 
 // Layers, from the user's definition down (nothing imports upward):
-// prelude → pipeline, runner → engine → policy, processor, source, sink, error, report
-// → transport → context, id.
+// prelude → pipeline, runner → engine → policy, processor, source, sink, error, report,
+// timeline → transport → context, id.
 pub mod prelude;
 
 mod pipeline;
@@ -174,6 +228,7 @@ pub mod source;
 
 mod error;
 mod report;
+mod timeline;
 
 mod transport;
 
@@ -190,6 +245,7 @@ pub use report::{Report, SinkReport, SourceReport, StageReport, Totals};
 pub use runner::{Batch, Broadcast, Dynamic, Fifo, Fixed, Ordered};
 pub use sink::{Sink, Stop};
 pub use source::{IntoSource, Source};
+pub use timeline::{Interval, QueueDepths, State, Timeline, Track, TrackKind};
 
 /// The README's examples, run as doctests.
 #[doc = include_str!("../README.md")]

@@ -457,6 +457,32 @@ where
         self
     }
 
+    /// Records the run's timeline — what each thread did, when, at chunk granularity —
+    /// and the depths of its queues, in bounded memory (at most
+    /// [`Timeline::INTERVALS_PER_TRACK`](crate::Timeline::INTERVALS_PER_TRACK) intervals
+    /// per thread, neighbours merged past it); the report carries it
+    /// ([`Report::timeline`]), an aborted run's too. With it off (the default) the engine
+    /// pays one predictable branch per chunk.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pipework::{map, Fifo, Pipeline, TrackKind};
+    ///
+    /// let pipeline = Pipeline::new().stage("inc", Fifo::new(map(|x: u32| x + 1)));
+    /// let report = pipeline.job().record_timeline().run(0..100, |_| Ok(())).unwrap();
+    /// let timeline = report.timeline().unwrap();
+    /// // The source thread, the stage's worker, the sink loop.
+    /// let labels: Vec<String> = timeline.tracks().iter().map(|t| t.kind().label()).collect();
+    /// assert_eq!(labels, ["source", "inc #0", "sink"]);
+    /// assert!(matches!(timeline.tracks()[1].kind(), TrackKind::Worker { worker: 0, .. }));
+    /// ```
+    #[must_use]
+    pub fn record_timeline(mut self) -> Self {
+        self.parts.record_timeline = true;
+        self
+    }
+
     /// Runs the pipeline with these options. See [`Pipeline::run`].
     ///
     /// # Errors
@@ -520,6 +546,7 @@ impl<In, Out> std::fmt::Debug for Job<'_, '_, '_, In, Out> {
             .field("cancel_token", &self.parts.token)
             .field("timeout", &self.parts.timeout)
             .field("on_progress", &self.parts.progress.as_ref().map(|p| p.0))
+            .field("record_timeline", &self.parts.record_timeline)
             .finish()
     }
 }

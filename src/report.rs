@@ -1,9 +1,11 @@
 //! What a run did: per-stage counts and times, totals, and the accounting identity.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::id::StageId;
+use crate::timeline::Timeline;
 
 /// A full report of one run.
 ///
@@ -32,6 +34,9 @@ pub struct Report {
     /// Whether the sink ended the run early with [`Stop`](crate::Stop) (the items then in
     /// flight are counted as cancelled).
     pub stopped_early: bool,
+    /// The run's timeline, when [`Job::record_timeline`](crate::Job::record_timeline) asked
+    /// for it (shared: cloning a report does not copy it).
+    pub(crate) timeline: Option<Arc<Timeline>>,
 }
 
 /// What the source did during a run.
@@ -162,6 +167,32 @@ impl Totals {
 }
 
 impl Report {
+    /// The run's timeline: what each thread did, when. `Some` when the run was started
+    /// with [`Job::record_timeline`](crate::Job::record_timeline) (in an aborted run's
+    /// report too), `None` otherwise and in progress snapshots.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pipework::{map, Fixed, Pipeline, State};
+    ///
+    /// let pipeline = Pipeline::new().stage("square", Fixed::new(2, map(|x: u64| x * x)));
+    /// let report = pipeline.job().record_timeline().run(0..10_000, |_| Ok(())).unwrap();
+    /// let timeline = report.timeline().unwrap();
+    /// // The workers' busy intervals add up to the stage's busy time.
+    /// let busy: std::time::Duration =
+    ///     timeline.stage_tracks(0).map(|t| t.total(State::Busy)).sum();
+    /// assert_eq!(busy, report.stages[0].busy);
+    /// ```
+    pub fn timeline(&self) -> Option<&Timeline> {
+        self.timeline.as_deref()
+    }
+
+    /// Attaches the run's timeline.
+    pub(crate) fn set_timeline(&mut self, timeline: Option<Timeline>) {
+        self.timeline = timeline.map(Arc::new);
+    }
+
     /// The run's totals.
     pub fn totals(&self) -> Totals {
         let mut t = Totals {

@@ -27,10 +27,13 @@
 
 use std::sync::Arc;
 
-use super::counters::{Counter, Custody};
+use super::counters::{Counter, Custody, StageStats};
+use super::record::{Clock, Off};
 use super::stage::StageHandle;
+use super::state::StageState;
 use super::worker::{Output, Worker};
-use crate::transport::{Outbox, Recv, Shape};
+use crate::context::CancelToken;
+use crate::transport::{EdgeRx, EdgeTx, Outbox, Recv, Shape};
 
 impl<'scope, In, Out> StageHandle<'scope, '_, In, Out>
 where
@@ -63,30 +66,9 @@ where
         let input = self.input().clone();
         let stats = &self.stage.stats;
         let token = &self.stage.intake;
-        self.spawn_helper("fanout", move || {
-            while let Recv::Got(chunk) = input.recv(token, None) {
-                let n = chunk.len();
-                let mut custody = Custody::new(stats);
-                // If a user `clone` panics, unwinding drops the chunk: custody counts its
-                // items as cancelled (the clones made so far were never counted).
-                custody.take(n);
-                let mut copies: Vec<Vec<In>> = Vec::with_capacity(senders.len());
-                for _ in 1..senders.len() {
-                    copies.push(chunk.clone());
-                }
-                copies.push(chunk);
-                stats.add(Counter::Copies, (n * (senders.len() - 1)) as u64);
-                custody.take(n * (senders.len() - 1));
-                for (tx, copy) in senders.iter().zip(copies) {
-                    let len = copy.len();
-                    if tx.send(copy, token).is_ok() {
-                        custody.release(len);
-                    }
-                }
-                // The producer upstream should size chunks for the slowest branch.
-                let advice = senders.iter().map(|s| s.shape().advice()).min();
-                input.shape().advise(advice.unwrap_or(1));
-            }
+        self.spawn_recorded_helper("fanout", move |recorder| match recorder {
+            Some(clock) => fanout(&input, &senders, token, stats, clock),
+            None => fanout(&input, &senders, token, stats, &mut Off),
         });
         handles
     }
@@ -128,72 +110,155 @@ where
         let input = self.input().clone();
         let stats = &self.stage.stats;
         let stage = self.stage;
-        let token = &stage.intake;
-        let dealer = self.spawn_helper("deal", move || {
-            for to_worker in dealt.iter().cycle() {
-                let Recv::Got(chunk) = input.recv(token, None) else {
-                    break;
-                };
-                let mut custody = Custody::new(stats);
-                custody.take(chunk.len());
-                let len = chunk.len();
-                if to_worker.send(chunk, token).is_err() {
-                    break;
-                }
-                custody.release(len);
-            }
+        let dealer = self.spawn_recorded_helper("deal", move |recorder| match recorder {
+            Some(clock) => deal(&input, &dealt, stage, clock),
+            None => deal(&input, &dealt, stage, &mut Off),
         });
 
-        let mut out = Outbox::new(self.output.clone());
-        let collector = self.spawn_helper("collect", move || {
-            // The collector goes on after the stage's intake stops: the turns before a
-            // failure that takes effect at its position still go out.
-            let token = &stage.token;
-            // Forwarding costs next to nothing: let the consumer alone size the chunks.
-            out.set_own_limit(usize::MAX);
-            let mut custody = Custody::new(stats);
-            let mut taken = vec![0u64; turns.len()];
-            'turns: for (lane, from_worker) in turns.iter().enumerate().cycle() {
-                loop {
-                    let got = match from_worker.try_recv() {
-                        Recv::TimedOut => {
-                            // Nothing ready: send what we hold before waiting.
-                            out.flush(token);
-                            from_worker.recv(token, None)
-                        }
-                        got => got,
-                    };
-                    match got {
-                        // An empty chunk ends the worker's turn; the failing one's is the
-                        // last.
-                        Recv::Got(outputs) if outputs.is_empty() => {
-                            taken[lane] += 1;
-                            if *stage.last_turn.lock() == Some((lane, taken[lane])) {
-                                // The failing turn: nothing after it goes out, and the
-                                // dealer and the other workers stop.
-                                stage.intake.cancel();
-                                break 'turns;
-                            }
-                            break;
-                        }
-                        Recv::Got(outputs) => {
-                            custody.take(outputs.len());
-                            for item in outputs {
-                                custody.release(1);
-                                out.push(item, token);
-                            }
-                        }
-                        _ => break 'turns,
-                    }
-                }
-            }
-            let panic = out.close(token).or_else(|| out.take_panic());
-            stats.add(Counter::Cancelled, out.take_cancelled());
-            stats.add(Counter::BlockedNs, out.blocked_ns());
-            if let Some(payload) = panic {
-                std::panic::resume_unwind(payload);
-            }
+        let out = Outbox::new(self.output.clone());
+        let collector = self.spawn_recorded_helper("collect", move |recorder| match recorder {
+            Some(clock) => collect(out, &turns, stage, stats, clock),
+            None => collect(out, &turns, stage, stats, &mut Off),
         });
         dealer && collector
+    }
+}
+
+/// A broadcast's distributor: every chunk of `input` to every branch, clones to all but
+/// the last.
+fn fanout<In: Clone, C: Clock>(
+    input: &EdgeRx<In>,
+    senders: &[EdgeTx<In>],
+    token: &CancelToken,
+    stats: &StageStats,
+    clock: &mut C,
+) {
+    loop {
+        let waiting = clock.mark();
+        let Recv::Got(chunk) = input.recv(token, None) else {
+            break;
+        };
+        let start = clock.mark();
+        clock.wait(waiting, start);
+        let n = chunk.len();
+        let mut custody = Custody::new(stats);
+        // If a user `clone` panics, unwinding drops the chunk: custody counts its
+        // items as cancelled (the clones made so far were never counted).
+        custody.take(n);
+        let mut copies: Vec<Vec<In>> = Vec::with_capacity(senders.len());
+        for _ in 1..senders.len() {
+            copies.push(chunk.clone());
+        }
+        copies.push(chunk);
+        stats.add(Counter::Copies, (n * (senders.len() - 1)) as u64);
+        custody.take(n * (senders.len() - 1));
+        let mut blocked = 0;
+        for (tx, copy) in senders.iter().zip(copies) {
+            let len = copy.len();
+            let sending = clock.mark();
+            let sent = tx.send(copy, token).is_ok();
+            blocked += clock.since(sending);
+            if sent {
+                custody.release(len);
+            }
+        }
+        // The producer upstream should size chunks for the slowest branch.
+        let advice = senders.iter().map(|s| s.shape().advice()).min();
+        input.shape().advise(advice.unwrap_or(1));
+        clock.work(start, clock.mark(), blocked, n);
+    }
+}
+
+/// An ordered pool's dealer: chunk `i` of `input` to worker `i mod n`.
+fn deal<In, C: Clock>(input: &EdgeRx<In>, dealt: &[EdgeTx<In>], stage: &StageState, clock: &mut C) {
+    let token = &stage.intake;
+    for to_worker in dealt.iter().cycle() {
+        let waiting = clock.mark();
+        let Recv::Got(chunk) = input.recv(token, None) else {
+            break;
+        };
+        let start = clock.mark();
+        clock.wait(waiting, start);
+        let mut custody = Custody::new(&stage.stats);
+        custody.take(chunk.len());
+        let len = chunk.len();
+        let sent = to_worker.send(chunk, token).is_ok();
+        // The dealer's work is the send: blocked while the worker's lane is full.
+        clock.work(start, clock.mark(), u64::MAX, len);
+        if !sent {
+            break;
+        }
+        custody.release(len);
+    }
+}
+
+/// An ordered pool's collector: the workers' turns in order, forwarded to the stage's
+/// output.
+fn collect<Out, C: Clock>(
+    mut out: Outbox<Out>,
+    turns: &[EdgeRx<Out>],
+    stage: &StageState,
+    stats: &StageStats,
+    clock: &mut C,
+) {
+    // The collector goes on after the stage's intake stops: the turns before a
+    // failure that takes effect at its position still go out.
+    let token = &stage.token;
+    // Forwarding costs next to nothing: let the consumer alone size the chunks.
+    out.set_own_limit(usize::MAX);
+    let mut custody = Custody::new(stats);
+    let mut taken = vec![0u64; turns.len()];
+    'turns: for (lane, from_worker) in turns.iter().enumerate().cycle() {
+        loop {
+            let got = match from_worker.try_recv() {
+                Recv::TimedOut => {
+                    // Nothing ready: send what we hold before waiting.
+                    let flushing = clock.mark();
+                    let blocked = out.blocked_ns();
+                    out.flush(token);
+                    let waiting = clock.mark();
+                    clock.work(flushing, waiting, out.blocked_ns() - blocked, 0);
+                    let got = from_worker.recv(token, None);
+                    clock.wait(waiting, clock.mark());
+                    got
+                }
+                got => got,
+            };
+            match got {
+                // An empty chunk ends the worker's turn; the failing one's is the
+                // last.
+                Recv::Got(outputs) if outputs.is_empty() => {
+                    taken[lane] += 1;
+                    if *stage.last_turn.lock() == Some((lane, taken[lane])) {
+                        // The failing turn: nothing after it goes out, and the
+                        // dealer and the other workers stop.
+                        stage.intake.cancel();
+                        break 'turns;
+                    }
+                    break;
+                }
+                Recv::Got(outputs) => {
+                    let start = clock.mark();
+                    let blocked = out.blocked_ns();
+                    let n = outputs.len();
+                    custody.take(n);
+                    for item in outputs {
+                        custody.release(1);
+                        out.push(item, token);
+                    }
+                    clock.work(start, clock.mark(), out.blocked_ns() - blocked, n);
+                }
+                _ => break 'turns,
+            }
+        }
+    }
+    let closing = clock.mark();
+    let blocked = out.blocked_ns();
+    let panic = out.close(token).or_else(|| out.take_panic());
+    clock.work(closing, clock.mark(), out.blocked_ns() - blocked, 0);
+    stats.add(Counter::Cancelled, out.take_cancelled());
+    stats.add(Counter::BlockedNs, out.blocked_ns());
+    if let Some(payload) = panic {
+        std::panic::resume_unwind(payload);
     }
 }

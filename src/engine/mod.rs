@@ -13,7 +13,9 @@
 //! - `lanes`: stages with lanes of their own (broadcast, ordered pools);
 //! - `source`, `sink`: the source thread and the calling thread's loop (a sink, or the
 //!   consumer's iterator; routed failures reach their handlers there, as typed calls made
-//!   by the failing worker).
+//!   by the failing worker);
+//! - `record`: the timeline's per-thread recorders (`Job::record_timeline`);
+//! - `trace`: the `tracing` hooks (empty without the feature).
 //!
 //! # Topology
 //!
@@ -62,6 +64,14 @@
 //! - **Joining.** Every thread's `ScopedJoinHandle` is sent to the calling thread, which
 //!   joins them all explicitly (so the OS threads are gone, not just finished) before
 //!   `run` returns.
+//! - **Observing costs nothing when off.** The timeline's hooks take the times the engine
+//!   measures anyway for the report — a worker's `refill`, the sink loop's chunk and wait,
+//!   the source's flush — behind one branch per chunk on an `Option` recorder (the
+//!   engine's helpers are generic over `record::Clock` and run with `Off`: no branch).
+//!   Each thread records into its own recorder and hands its track to the run's `Observe`
+//!   when it ends, so no lock is taken per chunk; the recorded durations are exactly the
+//!   report's, and a track never holds more than its cap. The `tracing` hooks live in
+//!   `trace`, compiled to nothing without the feature; no hook blocks or fails the run.
 //! - **Accounting.** Every item read, cloned or emitted is counted once, by whoever holds
 //!   it last: a worker (`worker`: processed, failed, or — when it ends — cancelled or
 //!   dropped), a helper (`counters::Custody`), an `Outbox` (what it could not send), the
@@ -73,11 +83,13 @@
 
 mod counters;
 mod lanes;
+mod record;
 mod sink;
 mod source;
 mod stage;
 mod state;
 mod threads;
+mod trace;
 mod worker;
 
 pub use stage::{StageHandle, StageRunner};
@@ -88,6 +100,7 @@ pub(crate) use stage::{Launcher, Segment};
 pub(crate) use state::{RunConfig, StageState};
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use std::time::Instant;
@@ -99,6 +112,7 @@ use crate::report::{Report, SinkReport};
 use crate::source::IntoSource;
 use crate::transport::{Inbox, Pacer, SharedInput, wait_until};
 
+use record::Observe;
 use sink::{Deliveries, Feed, SinkLoop};
 use state::RunState;
 use threads::{Reaper, SpawnRefused, Spawner, Taps};
@@ -112,6 +126,8 @@ pub(crate) struct JobOptions<'h> {
     pub(crate) timeout: Option<std::time::Duration>,
     /// Live progress reports.
     pub(crate) progress: Option<Progress<'h>>,
+    /// Whether to record the run's timeline.
+    pub(crate) record_timeline: bool,
 }
 
 /// Runs the stages of `chain` once, from `source` to `consumer`.
@@ -130,11 +146,16 @@ where
 {
     let started = Instant::now();
     let run = RunState::new(config, started);
+    let observe = Observe::new(started, run.stages.len(), job.record_timeline);
+    let _run_span = observe.trace.enter();
     if run.token.is_cancelled() {
         // Attached to a token cancelled before the run started: nothing starts, nothing
         // is read.
-        let report = run.report(SinkReport::default(), started.elapsed(), &[]);
-        return Err(Error::new(ErrorKind::Cancelled, Some(report)));
+        let sampler = observe.sampler(run.stages.len() + 1);
+        let report = observe.report(&run, SinkReport::default(), sampler);
+        let error = Error::new(ErrorKind::Cancelled, Some(report));
+        observe.trace.finished(Err(&error));
+        return Err(error);
     }
     let JobOptions { mut progress, .. } = job;
     // The source travels to its thread through this slot: if the thread is never started
@@ -143,41 +164,27 @@ where
     let mut consumer = Some(consumer);
     let mut output = None;
     let mut sink_report = SinkReport::default();
+    let mut sampler = None;
 
     std::thread::scope(|scope| {
         let run = &run;
+        let observe = &observe;
         let (deliveries, delivered) = Deliveries::new(run.capacity_of(run.stages.len()).max(16));
-        let (spawner, handles, taps) = Spawner::new(scope, run, std::sync::Arc::clone(&deliveries));
+        let (spawner, handles, taps) = Spawner::new(scope, run, Arc::clone(&deliveries), observe);
         let mut reaper = Reaper::new(handles);
         let mut taps = Taps::new(taps);
         // The deadline thread starts first: if it cannot, nothing else has started.
         let done = CancelToken::new();
-        if let Some(deadline) = run.deadline {
-            let limit = deadline - started;
-            let done = done.clone();
-            let watch = move || {
-                if wait_until(deadline, &run.token, &done) {
-                    run.fail(ErrorKind::Deadline { limit });
-                }
-            };
-            match spawner.spawn("deadline".into(), watch) {
-                Ok(()) => {}
-                Err(SpawnRefused::Os(e)) => {
-                    run.fail(ErrorKind::Config {
-                        stage: None,
-                        message: format!("cannot start the deadline thread: {e}"),
-                    });
-                    return;
-                }
-                // Cancelled already: nothing starts, and the run ends as cancelled.
-                Err(SpawnRefused::Cancelled) => return,
-            }
+        if !start_deadline(&spawner, run, started, &done) {
+            return;
         }
         let (first_tx, first_rx) = spawner.edge_into(0);
         let slot = &source;
+        let span = observe.trace.source_thread_span();
         let pumping = spawner.spawn(thread_name("source", 0), move || {
+            let _span = span.enter_here();
             if let Some(source) = slot.lock().take() {
-                source::pump(source, first_tx, run);
+                source::pump(source, first_tx, run, observe);
             }
         });
         if let Err(SpawnRefused::Os(e)) = pumping {
@@ -187,7 +194,7 @@ where
         }
         let last = chain.launch(&Launcher { spawner }, first_rx);
 
-        let shape = std::sync::Arc::clone(last.shape());
+        let shape = Arc::clone(last.shape());
         let mut lp = SinkLoop {
             run,
             inbox: Inbox::new(SharedInput::new(last), shape),
@@ -200,6 +207,7 @@ where
             // Once everything reached the consumer, the time limit no longer applies.
             done: done.clone(),
             ended: false,
+            timeline: observe.sink_loop(run.stages.len()),
         };
         if let Some(consumer) = consumer.as_mut() {
             let next_tick = progress
@@ -224,7 +232,7 @@ where
             lp.drop_panicked(panic);
         }
         lp.deliver_rest();
-        sink_report = lp.report;
+        (sink_report, sampler) = lp.into_parts(observe);
     });
 
     // User values the run owned: their `Drop` is user code, caught like the rest.
@@ -235,13 +243,50 @@ where
     if run.failed() || (run.token.is_cancelled() && !run.stopped()) {
         drop_caught(&run, Site::Sink, output.take());
     }
-    let report = run.report(sink_report, started.elapsed(), &[]);
-    match (run.take_error(), output) {
+    let report = observe.report(&run, sink_report, sampler);
+    let result = match (run.take_error(), output) {
         (Some(kind @ ErrorKind::Config { .. }), _) => Err(Error::new(kind, None)),
         (Some(kind), _) => Err(Error::new(kind, Some(report))),
         (None, Some(output)) => Ok((output, report)),
         // Cancelled; or a consumer that failed without saying why (not reached).
         (None, None) => Err(Error::new(ErrorKind::Cancelled, Some(report))),
+    };
+    observe
+        .trace
+        .finished(result.as_ref().map(|(_, report)| report));
+    result
+}
+
+/// Starts the thread that fails the run at its deadline, if it has one; it ends early once
+/// `done` is cancelled. False when nothing else may start: the OS refused the thread (the
+/// run's error says so), or the run was cancelled already.
+fn start_deadline<'scope>(
+    spawner: &Spawner<'scope, '_>,
+    run: &'scope RunState,
+    started: Instant,
+    done: &CancelToken,
+) -> bool {
+    let Some(deadline) = run.deadline else {
+        return true;
+    };
+    let limit = deadline - started;
+    let done = done.clone();
+    let watch = move || {
+        if wait_until(deadline, &run.token, &done) {
+            run.fail(ErrorKind::Deadline { limit });
+        }
+    };
+    match spawner.spawn("deadline".into(), watch) {
+        Ok(()) => true,
+        Err(SpawnRefused::Os(e)) => {
+            run.fail(ErrorKind::Config {
+                stage: None,
+                message: format!("cannot start the deadline thread: {e}"),
+            });
+            false
+        }
+        // Cancelled already: nothing starts, and the run ends as cancelled.
+        Err(SpawnRefused::Cancelled) => false,
     }
 }
 

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::record::{Observe, QueueSampler, Recorder, earliest};
 use super::state::{RunState, Tapped};
 use super::threads::{Reaper, Taps};
+use super::trace;
 use crate::context::CancelToken;
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
 use crate::report::{Report, SinkReport};
@@ -72,6 +74,8 @@ pub(crate) struct SinkLoop<'scope, T> {
     pub(crate) done: CancelToken,
     /// Set once the outputs have ended (or the consumer stopped taking them).
     pub(crate) ended: bool,
+    /// The sink loop's track and the queue sampler, when the run records its timeline.
+    pub(crate) timeline: Option<(Box<Recorder>, QueueSampler)>,
 }
 
 /// The calling thread's loop while the consumer takes outputs: the loop's state and what
@@ -146,7 +150,12 @@ where
         };
         feed.end();
         if stopped && output.is_some() {
+            // A run cancelled already had its event from `end`.
+            let cancelled = run.token.is_cancelled();
             run.stop();
+            if !cancelled {
+                trace::sink_stopped(true);
+            }
         }
         output
     }
@@ -240,8 +249,14 @@ impl<T> Feed<'_, '_, '_, T> {
         let lp = &mut *self.lp;
         let run = lp.run;
         let token = &run.token;
-        lp.report.busy +=
-            Duration::from_nanos(lp.pacer.finish(Instant::now(), 0, lp.inbox.shape()));
+        let (open, chunk_started, items) = lp.pacer.chunk();
+        let finished = Instant::now();
+        let busy = lp.pacer.finish(finished, 0, lp.inbox.shape());
+        lp.report.busy += Duration::from_nanos(busy);
+        if let Some((recorder, sampler)) = lp.timeline.as_mut() {
+            recorder.sink_chunk(open, chunk_started, finished, busy, items);
+            sampler.sample(finished, self.taps);
+        }
         loop {
             while let Recv::Got(deliveries) = lp.delivered.try_recv() {
                 lp.deliver_all(deliveries);
@@ -266,15 +281,27 @@ impl<T> Feed<'_, '_, '_, T> {
                 Recv::TimedOut => {}
             }
             // Nothing ready: let a buffering sink flush, then wait for items, a failure,
-            // cancellation or the next tick.
+            // cancellation, the next tick or, when recording, the next queue sample of an
+            // idle sink loop.
             if let Some(sink) = sink.as_deref_mut() {
                 if !lp.idle(sink) {
                     return false;
                 }
             }
+            let wake = match lp.timeline.as_mut() {
+                Some((_, sampler)) => {
+                    sampler.before_wait(Instant::now(), self.taps);
+                    earliest(self.next_tick, Some(sampler.wake()))
+                }
+                None => self.next_tick,
+            };
             let waiting = Instant::now();
-            let woken = recv_either(lp.inbox.edge(), &lp.delivered, token, self.next_tick);
-            lp.report.waiting += waiting.elapsed();
+            let woken = recv_either(lp.inbox.edge(), &lp.delivered, token, wake);
+            let woke = Instant::now();
+            lp.report.waiting += woke.saturating_duration_since(waiting);
+            if let Some((recorder, _)) = lp.timeline.as_mut() {
+                recorder.sink_wait(waiting, woke);
+            }
             self.reaper.reap();
             match woken {
                 Either::Idle => {}
@@ -298,6 +325,9 @@ impl<T> Feed<'_, '_, '_, T> {
             return;
         }
         lp.run.outputs_ended();
+        if lp.run.token.is_cancelled() {
+            trace::sink_stopped(lp.run.stopped());
+        }
         let (n, panic) = lp.inbox.discard();
         lp.report.cancelled += n;
         lp.drop_panicked(panic);
@@ -366,6 +396,16 @@ impl<'scope, T> SinkLoop<'scope, T> {
                 message: panic_message(&*payload),
             });
         }
+    }
+
+    /// The sink's report and the queue depths sampled, after the join; hands the sink
+    /// loop's track to the run.
+    pub(crate) fn into_parts(self, observe: &Observe) -> (SinkReport, Option<QueueSampler>) {
+        let sampler = self.timeline.map(|(recorder, sampler)| {
+            observe.submit(*recorder);
+            sampler
+        });
+        (self.report, sampler)
     }
 
     /// Hands every failure still queued or set aside to its handler. After the join.

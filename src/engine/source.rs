@@ -5,7 +5,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::record::Observe;
 use super::state::RunState;
+use super::trace;
 use crate::error::{ErrorKind, Site, panic_message};
 use crate::report::SourceReport;
 use crate::source::Source;
@@ -14,7 +16,7 @@ use crate::transport::{EdgeTx, Outbox, Payload};
 
 /// The body of the source thread. Owns the only sender of the first edge, which closes
 /// when this returns. Catches every panic of the user's source, its `Drop` included.
-pub(crate) fn pump<T, S>(source: S, edge: EdgeTx<T>, run: &RunState)
+pub(crate) fn pump<T, S>(source: S, edge: EdgeTx<T>, run: &RunState, observe: &Observe)
 where
     T: Send,
     S: Source<T>,
@@ -24,6 +26,10 @@ where
     let mut out = Outbox::new(edge);
     let mut read = 0u64;
     let started = Instant::now();
+    let mut timeline = observe.recorder(crate::timeline::TrackKind::Source);
+    if let Some(recorder) = timeline.as_deref_mut() {
+        recorder.source_started(started);
+    }
     let mut source = Some(source);
     // When the chunk being filled began: a moment before any `next` call it holds the
     // results of (each call starts after the loop saw the run not cancelled). A panic in
@@ -68,7 +74,12 @@ where
                 run.source_read.store(read, Ordering::Relaxed);
                 limit = shape.fit(limit, per_item);
                 out.set_own_limit(limit);
-                if !out.flush(token) {
+                trace::source_chunk(len);
+                let sent = out.flush(token);
+                if let Some(recorder) = timeline.as_deref_mut() {
+                    recorder.source_sent(Instant::now(), out.blocked_ns(), len);
+                }
+                if !sent {
                     break;
                 }
             }
@@ -86,6 +97,11 @@ where
     if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(source))) {
         run.fail(panicked(payload));
     }
+    // The last chunk, unless the run was cancelled.
+    let rest = out.buffered();
+    if rest > 0 && !token.is_cancelled() {
+        trace::source_chunk(rest);
+    }
     if let Some(payload) = out.close(token).or_else(|| out.take_panic()) {
         run.fail(ErrorKind::Panic {
             site: Site::Drop,
@@ -94,10 +110,18 @@ where
     }
     // Items the source read but could not send were headed for the first stage.
     run.count_leftover(0, out.take_cancelled());
+    let ended = Instant::now();
+    if let Some(mut recorder) = timeline {
+        // The last stretch: the last items read, and the closing flush.
+        recorder.source_sent(ended, out.blocked_ns(), rest);
+        observe.submit(*recorder);
+    }
     let blocked = Duration::from_nanos(out.blocked_ns());
     *run.source.lock() = SourceReport {
         read,
-        busy: started.elapsed().saturating_sub(blocked),
+        busy: ended
+            .saturating_duration_since(started)
+            .saturating_sub(blocked),
         blocked,
     };
 }

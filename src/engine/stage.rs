@@ -29,8 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use parking_lot::Mutex;
 
 use super::counters::Counter;
+use super::record::{Recorder, Submit};
 use super::state::{RunState, StageState};
 use super::threads::{SpawnRefused, Spawner};
+use super::trace::Role;
 use super::worker::{Output, Worker};
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
 use crate::id::{StageId, thread_name};
@@ -383,7 +385,7 @@ where
         self.start_thread(
             &thread_name(self.stage.id.name(), index),
             index,
-            true,
+            Role::Worker,
             move |handle| {
                 let input = Arc::clone(&handle.lane.0.input);
                 let worker = Worker::new(handle, index, input, output);
@@ -403,7 +405,30 @@ where
     {
         let index = self.stage.next_index();
         let name = thread_name(&format!("{}-{role}", self.stage.id.name()), index);
-        self.start_thread(&name, index, false, move |_| f())
+        self.start_thread(&name, index, Role::Helper(role), move |_| f())
+    }
+
+    /// Spawns an engine helper whose time the run's timeline records: `f` gets the
+    /// thread's recorder when the run records (see `record::Clock`).
+    pub(super) fn spawn_recorded_helper<F>(&self, role: &'static str, f: F) -> bool
+    where
+        F: FnOnce(Option<&mut Recorder>) + Send + 'scope,
+    {
+        let index = self.stage.next_index();
+        let name = thread_name(&format!("{}-{role}", self.stage.id.name()), index);
+        let stage = self.stage;
+        self.start_thread(&name, index, Role::Helper(role), move |handle| {
+            let observe = handle.spawner.observe();
+            let mut submit = Submit {
+                observe,
+                recorder: observe.recorder(crate::timeline::TrackKind::Helper {
+                    stage: stage.id.clone(),
+                    role,
+                    index,
+                }),
+            };
+            f(submit.recorder.as_deref_mut());
+        })
     }
 
     /// Starts a thread running `body` under `catch_unwind`; a refusal by the OS fails the
@@ -413,14 +438,21 @@ where
     /// The thread holds a clone of this handle — a reference on the lane and a sender of
     /// the stage's output — until after a panic has been recorded, so that the output does
     /// not close before the run knows why.
-    fn start_thread<F>(&self, name: &str, index: usize, worker: bool, body: F) -> bool
+    fn start_thread<F>(&self, name: &str, index: usize, role: Role<'_>, body: F) -> bool
     where
         F: FnOnce(&Self) + Send + 'scope,
     {
         let run = self.spawner.run();
         let stage = self.stage;
         let handle = self.clone();
+        let worker = matches!(role, Role::Worker);
+        let span = self
+            .spawner
+            .observe()
+            .trace
+            .stage_thread_span(&stage.id, role, index);
         let spawned = self.spawner.spawn(name.to_owned(), move || {
+            let _span = span.enter_here();
             let handle = handle;
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| body(&handle))) {
                 let kind = ErrorKind::Panic {

@@ -427,6 +427,7 @@ impl RunState {
             sink,
             suppressed_errors: self.suppressed.load(Ordering::Relaxed),
             stopped_early: self.stopped(),
+            timeline: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::record::Observe;
 use super::sink::Deliveries;
 use super::state::{RunState, Tapped};
 use crate::transport::{EdgeRx, EdgeTx, Shape, edge, lane};
@@ -17,6 +18,8 @@ pub(crate) struct Spawner<'scope, 'env> {
     scope: &'scope Scope<'scope, 'env>,
     /// The run's state.
     run: &'scope RunState,
+    /// The run's timeline and tracing span.
+    observe: &'scope Observe,
     /// Where join handles go; the calling thread joins every one.
     handles: Sender<ScopedJoinHandle<'scope, ()>>,
     /// Where taps go.
@@ -30,6 +33,7 @@ impl Clone for Spawner<'_, '_> {
         Spawner {
             scope: self.scope,
             run: self.run,
+            observe: self.observe,
             handles: self.handles.clone(),
             taps: self.taps.clone(),
             deliveries: Arc::clone(&self.deliveries),
@@ -52,6 +56,7 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
         scope: &'scope Scope<'scope, 'env>,
         run: &'scope RunState,
         deliveries: Arc<Deliveries<'scope>>,
+        observe: &'scope Observe,
     ) -> (
         Self,
         Receiver<ScopedJoinHandle<'scope, ()>>,
@@ -62,6 +67,7 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
         let spawner = Spawner {
             scope,
             run,
+            observe,
             handles,
             taps,
             deliveries,
@@ -76,6 +82,11 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
     /// The queue of routed failures to the calling thread.
     pub(crate) fn deliveries(&self) -> &Arc<Deliveries<'scope>> {
         &self.deliveries
+    }
+
+    /// The run's timeline and tracing span.
+    pub(crate) fn observe(&self) -> &'scope Observe {
+        self.observe
     }
 
     /// Starts a named thread, unless the run is cancelled. Its body must catch its own

@@ -5,9 +5,11 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::counters::{Counter, Counts};
+use super::record::{Cycle, Observe, Recorder};
 use super::sink::Deliveries;
 use super::stage::StageHandle;
 use super::state::{RunState, StageState};
+use super::trace;
 use crate::context::{CancelToken, Cancelled, Context};
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
 use crate::policy::{Failure, Policy, Transient, unwrap_transient};
@@ -116,6 +118,13 @@ pub struct Worker<'scope, In: 'scope, Out: 'scope> {
     settled: u64,
     /// Chunks taken.
     chunks: u64,
+    /// `taken` when the current chunk was taken (its items processed here are the
+    /// difference: a chunk's items less those given back).
+    taken_at_chunk: u64,
+    /// The worker's track, when the run records its timeline (one branch per chunk).
+    timeline: Option<Box<Recorder>>,
+    /// Where the track goes when the worker ends.
+    observe: &'scope Observe,
 }
 
 impl<'scope, In, Out> Worker<'scope, In, Out>
@@ -140,6 +149,11 @@ where
         };
         let mut outbox = Outbox::new(edge);
         outbox.set_own_limit(pacer.limit());
+        let observe = handle.spawner.observe();
+        let timeline = observe.recorder(crate::timeline::TrackKind::Worker {
+            stage: stage.id.clone(),
+            worker: index,
+        });
         Worker {
             cx: Context::new(&stage.id, index, (&stage.intake, &run.token), run.deadline),
             out_token: if turns.is_some() {
@@ -165,6 +179,9 @@ where
             taken: 0,
             settled: 0,
             chunks: 0,
+            taken_at_chunk: 0,
+            timeline,
+            observe,
         }
     }
 
@@ -236,10 +253,16 @@ where
     /// Closes the current chunk (measuring it) and takes the next one, waiting until
     /// `deadline` at most.
     fn refill(&mut self, deadline: Option<Instant>) -> Recv<()> {
+        // What the timeline needs, read whether or not it records: plain loads.
+        let (open, chunk_started, _) = self.pacer.chunk();
+        let items = self.taken.saturating_sub(self.taken_at_chunk);
+        let finished = Instant::now();
+        let blocked_at_finish = self.outbox.blocked_ns();
         let busy = self
             .pacer
-            .finish(Instant::now(), self.outbox.blocked_ns(), self.inbox.shape());
+            .finish(finished, blocked_at_finish, self.inbox.shape());
         self.local[Counter::BusyNs] += busy;
+        trace::chunk(items, busy);
         let outputs = self.emitted - self.emitted_at_chunk;
         self.outbox.measure(busy, outputs);
         if self.turn_open {
@@ -247,14 +270,30 @@ where
             self.outbox.end_turn(self.out_token);
         }
         let mut got = self.inbox.try_take();
+        let mut waited = None;
         if let Recv::TimedOut = got {
             // Nothing ready: send what we hold before blocking, so a trickle is not delayed.
             self.outbox.flush(self.out_token);
             self.sync_stats();
             let waiting = Instant::now();
             got = self.inbox.take(self.cx.stage_token(), deadline);
-            self.local[Counter::WaitNs] += nanos(waiting.elapsed());
+            let woke = Instant::now();
+            self.local[Counter::WaitNs] += nanos(woke.saturating_duration_since(waiting));
+            waited = Some((waiting, woke));
         }
+        if let Some(recorder) = self.timeline.as_deref_mut() {
+            recorder.cycle(&Cycle {
+                open,
+                started: chunk_started,
+                finished,
+                busy,
+                blocked_at_finish,
+                blocked_now: self.outbox.blocked_ns(),
+                items,
+                waited,
+            });
+        }
+        self.taken_at_chunk = self.taken;
         match got {
             Recv::Got(took) => {
                 let n = took.len();
@@ -400,6 +439,7 @@ where
                 {
                     retries += 1;
                     self.local[Counter::Retries] += 1;
+                    trace::retry(retries + 1, &error);
                     if self.cx.sleep(retry.wait(retries)).is_err() {
                         self.settle(Counter::Cancelled, items);
                         return false;
@@ -414,6 +454,7 @@ where
         let kept = match (kept, policy.route.as_deref()) {
             (Some(unit), Some(route)) => {
                 self.local[Counter::Routed] += 1;
+                trace::routed(&self.stage.id, &error);
                 // The handler's call, made on the calling thread: typed here, where the stage's
                 // input type is known.
                 let stage = self.stage.id.clone();
@@ -433,6 +474,7 @@ where
             // so that a panic in its `Drop` is counted after it instead of replacing it.
             (kept, _) => kept,
         };
+        trace::stage_failed(&self.stage.id, &error);
         let kind = ErrorKind::Stage {
             stage: self.stage.id.clone(),
             error,
@@ -526,9 +568,14 @@ impl<In, Out> Drop for Worker<'_, In, Out> {
                 HANDED_ON.with(|h| h.set(true));
             }
         }
-        self.local[Counter::BusyNs] +=
-            self.pacer
-                .finish(Instant::now(), self.outbox.blocked_ns(), self.inbox.shape());
+        let (open, chunk_started, _) = self.pacer.chunk();
+        let items = self.taken.saturating_sub(self.taken_at_chunk);
+        let finished = Instant::now();
+        let blocked_at_finish = self.outbox.blocked_ns();
+        let busy = self
+            .pacer
+            .finish(finished, blocked_at_finish, self.inbox.shape());
+        self.local[Counter::BusyNs] += busy;
         // Items never handed out: cancelled.
         let (left, panic) = self.inbox.discard();
         self.local[Counter::Cancelled] += left;
@@ -544,6 +591,9 @@ impl<In, Out> Drop for Worker<'_, In, Out> {
             },
             dropped,
         );
+        if self.cx.is_cancelled() {
+            trace::worker_cancelled(left + dropped);
+        }
         let token = self.out_token;
         let panic = if cancelled {
             self.outbox.discard()
@@ -556,6 +606,19 @@ impl<In, Out> Drop for Worker<'_, In, Out> {
         let panic = panic.or_else(|| self.outbox.take_panic());
         self.report_drop_panic(panic);
         self.sync_stats();
+        if let Some(mut recorder) = self.timeline.take() {
+            recorder.cycle(&Cycle {
+                open,
+                started: chunk_started,
+                finished,
+                busy,
+                blocked_at_finish,
+                blocked_now: self.outbox.blocked_ns(),
+                items,
+                waited: None,
+            });
+            self.observe.submit(*recorder);
+        }
         self.stage.stats.worker_ended();
     }
 }

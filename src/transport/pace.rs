@@ -160,6 +160,13 @@ impl Pacer {
         self.started
     }
 
+    /// Whether a chunk is open, when it was taken and its items (for the timeline, read
+    /// before `finish`).
+    #[inline]
+    pub(crate) fn chunk(&self) -> (bool, Instant, usize) {
+        (self.open, self.started, self.items)
+    }
+
     /// The consumer's own chunk size bound.
     pub(crate) fn limit(&self) -> usize {
         self.limit
