@@ -5,7 +5,11 @@
 //! ```text
 //! cargo run --release --example batch_update
 //! cargo run --release --example batch_update -- --tasks 5000 --step-ms 20 --slow-ms 100 --workers 500
+//! cargo run --release --example batch_update -- --trace batch.json --png batch.png
 //! ```
+//!
+//! `--trace FILE` records the run's timeline and writes it in the Trace Event Format (open
+//! it in Perfetto, ui.perfetto.dev, or `chrome://tracing`); `--png FILE` draws it.
 //!
 //! With the defaults (1,000 tasks, 100 ms per step, 500 ms for every fifth task) the
 //! whole batch takes about as long as its slowest task's path, 4 × 500 ms = 2 s, where doing
@@ -15,6 +19,9 @@
 // - `too_many_lines`: a long function is one scenario, read top to bottom.
 #![allow(clippy::too_many_lines)]
 
+mod picture;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -39,6 +46,8 @@ struct Options {
     workers: usize,
     timeout: Option<Duration>,
     quiet: bool,
+    trace: Option<PathBuf>,
+    png: Option<PathBuf>,
 }
 
 impl Options {
@@ -52,6 +61,8 @@ impl Options {
             workers: 0,
             timeout: None,
             quiet: false,
+            trace: None,
+            png: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -89,6 +100,8 @@ impl Options {
                 }
                 "--timeout-ms" => o.timeout = Some(ms(value("--timeout-ms")?)?),
                 "--quiet" => o.quiet = true,
+                "--trace" => o.trace = Some(value("--trace")?.into()),
+                "--png" => o.png = Some(value("--png")?.into()),
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other}")),
             }
@@ -111,7 +124,8 @@ impl Options {
 }
 
 const USAGE: &str = "usage: batch_update [--tasks N] [--step-ms MS] [--slow-ms MS] \
-[--slow-every K] [--fail-id ID|none] [--workers MAX_PER_STAGE] [--timeout-ms MS] [--quiet]";
+[--slow-every K] [--fail-id ID|none] [--workers MAX_PER_STAGE] [--timeout-ms MS] [--quiet] \
+[--trace FILE] [--png FILE]";
 
 fn main() -> ExitCode {
     let opts = match Options::parse() {
@@ -185,6 +199,9 @@ fn main() -> ExitCode {
     if let Some(limit) = opts.timeout {
         job = job.timeout(limit);
     }
+    if opts.trace.is_some() || opts.png.is_some() {
+        job = job.record_timeline();
+    }
     let result = job.run_with(tasks, |updated| {
         Ok(updated.map(|t| t.id).collect::<Vec<_>>())
     });
@@ -225,6 +242,32 @@ fn main() -> ExitCode {
     }
     if !opts.quiet {
         println!("\n{report}");
+    }
+    if let Some(path) = &opts.trace {
+        let timeline = report.timeline().expect("recorded");
+        let written = std::fs::File::create(path).and_then(|f| timeline.write_trace_events(f));
+        if let Err(e) = written {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!(
+            "wrote the timeline to {} (open it in ui.perfetto.dev)",
+            path.display()
+        );
+    }
+    if let Some(path) = &opts.png {
+        let title = format!(
+            "Batch update: {} tasks x 4 steps of {} ms ({} ms every {}th), Dynamic pools",
+            opts.tasks,
+            opts.step.as_millis(),
+            opts.slow.as_millis(),
+            opts.slow_every
+        );
+        if let Err(e) = picture::write_png(&report, &title, path) {
+            eprintln!("cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("drew the timeline in {}", path.display());
     }
     let t = report.totals();
     if t.sunk + t.routed != u64::from(opts.tasks) || !t.is_balanced() {
