@@ -1,8 +1,11 @@
 //! The command line: what to run, and at which sizes.
 
 /// The hidden argument that turns this binary into a W7 child process, followed by the
-/// number of items.
+/// number of items (and [`W7_TIMELINE`] to record the run's timeline).
 pub const W7_CHILD: &str = "--w7-child";
+
+/// With [`W7_CHILD`]: the child records its run's timeline.
+pub const W7_TIMELINE: &str = "--timeline";
 
 /// The hidden argument that turns this binary into a W4 child process: one run of the
 /// batch-update demo, measured from inside.
@@ -14,8 +17,9 @@ pub enum Command {
     Bench(Mode),
     /// `--scaling`: W3's work on 1..cores workers.
     Scaling,
-    /// `--w7-child ITEMS`: one W7 run, in a process of its own.
-    W7Child(u64),
+    /// `--w7-child ITEMS [--timeline]`: one W7 run, in a process of its own, recording
+    /// its timeline or not.
+    W7Child(u64, bool),
     /// `--w4-child`: one run of the batch-update demo, in a process of its own.
     W4Child,
 }
@@ -24,21 +28,35 @@ pub enum Command {
 /// anything not ours is ignored.
 pub fn parse(args: &[String]) -> Result<Command, String> {
     if let Some(i) = args.iter().position(|a| a == W7_CHILD) {
+        let timeline = args.iter().any(|a| a == W7_TIMELINE);
         return args
             .get(i + 1)
             .and_then(|s| s.parse().ok())
-            .map(Command::W7Child)
-            .ok_or_else(|| format!("usage: {W7_CHILD} ITEMS"));
+            .map(|items| Command::W7Child(items, timeline))
+            .ok_or_else(|| format!("usage: {W7_CHILD} ITEMS [{W7_TIMELINE}]"));
     }
     let flag = |name: &str| args.iter().any(|a| a == name);
+    let only = match args.iter().position(|a| a == "--only") {
+        Some(i) => args
+            .get(i + 1)
+            .map(|list| list.split(',').map(str::to_owned).collect())
+            .ok_or("usage: --only W3,W7 (workload labels, comma-separated)")?,
+        None => Vec::new(),
+    };
     Ok(if flag(W4_CHILD) {
         Command::W4Child
     } else if flag("--scaling") {
         Command::Scaling
     } else if flag("--quick") {
-        Command::Bench(Mode::quick())
+        Command::Bench(Mode {
+            only,
+            ..Mode::quick()
+        })
     } else {
-        Command::Bench(Mode::full())
+        Command::Bench(Mode {
+            only,
+            ..Mode::full()
+        })
     })
 }
 
@@ -68,6 +86,16 @@ pub struct Mode {
     pub w10_repeats: usize,
     /// Timed runs of each W11 case, each paired with a run of the hand-written chain.
     pub w11_repeats: usize,
+    /// The workloads to run (`--only W3,W7`; `W4` selects both of its parts); empty: all.
+    pub only: Vec<String>,
+}
+
+impl Mode {
+    /// Whether the workload labelled `label` (`"W4 footprint"`) runs.
+    pub fn runs(&self, label: &str) -> bool {
+        let workload = label.split(' ').next().unwrap_or(label);
+        self.only.is_empty() || self.only.iter().any(|o| o == workload)
+    }
 }
 
 impl Mode {
@@ -86,6 +114,7 @@ impl Mode {
             w7_small: 100_000,
             w10_repeats: 10,
             w11_repeats: 200,
+            only: Vec::new(),
         }
     }
 
@@ -105,6 +134,7 @@ impl Mode {
             w7_small: 10_000,
             w10_repeats: 3,
             w11_repeats: 40,
+            only: Vec::new(),
         }
     }
 }

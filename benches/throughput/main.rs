@@ -4,6 +4,7 @@
 //! cargo bench --bench throughput              # full sizes, 5 rounds per figure (~130 s)
 //! cargo bench --bench throughput -- --quick   # scaled down, a CI smoke test (~21 s on 2 cores)
 //! cargo bench --bench throughput -- --scaling # W3's work on 1..cores workers
+//! cargo bench --bench throughput -- --quick --only W3,W7   # some workloads only
 //! ```
 //!
 //! Eleven workloads, W1–W11 (see each module in `workloads/`). Every figure is the median of
@@ -72,7 +73,7 @@ fn main() -> ExitCode {
     // `cargo bench` adds `--bench` to the arguments; anything not ours is ignored.
     let args: Vec<String> = std::env::args().collect();
     match cli::parse(&args) {
-        Ok(Command::W7Child(items)) => w7_memory::child(items),
+        Ok(Command::W7Child(items, timeline)) => w7_memory::child(items, timeline),
         Ok(Command::W4Child) => w4_footprint::child(),
         Ok(Command::Scaling) => scaling::run(),
         Ok(Command::Bench(mode)) => bench(&mode),
@@ -110,6 +111,9 @@ fn bench(mode: &Mode) -> ExitCode {
     let started = Instant::now();
     let mut took = Vec::with_capacity(WORKLOADS.len());
     for (name, run) in WORKLOADS {
+        if !mode.runs(name) {
+            continue;
+        }
         let workload_started = Instant::now();
         run(mode, &mut out);
         took.push(format!(

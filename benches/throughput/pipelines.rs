@@ -47,6 +47,21 @@ pub fn run_sum(pipeline: &Pipeline<'_, u64>, source: impl IntoSource<u64>) -> (u
     (sum, report)
 }
 
+/// `run_sum` with the run's timeline recorded; checks that it was.
+pub fn run_sum_timeline(pipeline: &Pipeline<'_, u64>, source: impl IntoSource<u64>) -> u64 {
+    let mut sum = 0u64;
+    let report = pipeline
+        .job()
+        .record_timeline()
+        .run(source, |x: u64| {
+            sum += x;
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("pipework run failed: {e}"));
+    assert!(report.timeline().is_some(), "the timeline was recorded");
+    sum
+}
+
 /// The report of a variant's latest round, printed after its table in full mode.
 #[derive(Default)]
 pub struct LastReport(Cell<Option<Report>>);

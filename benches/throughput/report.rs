@@ -26,6 +26,9 @@ pub fn print_machine(mode: &Mode) {
         mode.rounds,
         mode.w4_rounds
     );
+    if !mode.only.is_empty() {
+        println!("workloads: {} only (--only)", mode.only.join(", "));
+    }
 }
 
 /// What a figure is compared with in the summary.

@@ -8,11 +8,13 @@ use crate::baselines::{pariter_work, rayon_work, sequential_work};
 use crate::cli::Mode;
 use crate::cpu_work::{calibrate, work_stage};
 use crate::harness::{Variant, measure};
-use crate::pipelines::run_sum;
+use crate::pipelines::{run_sum, run_sum_timeline};
 use crate::report::{Out, Target};
 
 /// W3: `mode.w3_items` items of about 5 µs of work through one `Fixed::new(2)` stage,
-/// against a sequential loop, rayon and pariter.
+/// against a sequential loop, rayon and pariter; and the same run recording its timeline
+/// (`Job::record_timeline`), whose cost is `timeline_overhead`: its time over the plain
+/// run's, paired round by round (target: at most 5 % more).
 pub fn run(mode: &Mode, out: &mut Out) {
     let n = mode.w3_items;
     let rounds = calibrate(Duration::from_micros(5));
@@ -27,7 +29,7 @@ pub fn run(mode: &Mode, out: &mut Out) {
     );
     out.figure("W3", "work_us_per_item", per_call * 1e6);
     let pipeline = Pipeline::new().stage("work", Fixed::new(2, work_stage(rounds)));
-    let [pw, seq, rayon, pariter] = measure(
+    let [pw, seq, rayon, pariter, timeline] = measure(
         out,
         "W3",
         mode.rounds,
@@ -36,6 +38,9 @@ pub fn run(mode: &Mode, out: &mut Out) {
             Variant::new("sequential", n, expect, || sequential_work(n, rounds)),
             Variant::new("rayon", n, expect, || rayon_work(n, rounds)),
             Variant::new("pariter", n, expect, || pariter_work(n, rounds).sum()),
+            Variant::new("pipework_timeline", n, expect, || {
+                run_sum_timeline(&pipeline, 0..n)
+            }),
         ],
     );
     out.headline_median(
@@ -51,4 +56,12 @@ pub fn run(mode: &Mode, out: &mut Out) {
         Target::AtLeast(0.95),
     );
     out.headline_median("W3", "vs_pariter", pw.rate_ratios(&pariter), Target::None);
+    // The plain run's rate over the recording run's: the recording run's time over the
+    // plain run's.
+    out.headline_median(
+        "W3",
+        "timeline_overhead",
+        pw.rate_ratios(&timeline),
+        Target::AtMost(1.05),
+    );
 }
