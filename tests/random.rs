@@ -31,7 +31,7 @@ mod common;
 use std::cell::Cell;
 use std::time::Instant;
 
-use audit::generate::{STALL, case};
+use audit::generate::{STALL, case, cost_shift_case};
 use audit::{Case, Fault, Kind, Runner, Site, StageSpec, run_case};
 use common::{serial_test, settle_threads};
 use proptest::prelude::*;
@@ -44,13 +44,18 @@ const SEED: u64 = 0x7069_7065_776f_726b;
 /// Shrinking a failure: enough to get a small case, not so many that it takes long.
 const MAX_SHRINK_ITERS: u32 = 256;
 
-/// Runs `cases` generated cases through `strategy`, auditing each and checking the thread
-/// count after each against `baseline`.
-fn run_random(what: &str, strategy: impl Strategy<Value = Case>, baseline: usize) {
+/// Runs generated cases through `strategy` (`default_cases` unless the environment says
+/// otherwise), auditing each and checking the thread count after each against `baseline`.
+fn run_random(
+    what: &str,
+    strategy: impl Strategy<Value = Case>,
+    baseline: usize,
+    default_cases: u32,
+) {
     let cases = std::env::var("PIPEWORK_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_CASES);
+        .unwrap_or(default_cases);
     let seed = std::env::var("PIPEWORK_PROPTEST_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -121,5 +126,13 @@ fn smoke() {
 #[test]
 fn random_topologies_with_random_faults_lose_nothing_and_hang_nowhere() {
     let t = serial_test("random topologies", 1800);
-    run_random("random topologies", case(), t.baseline);
+    run_random("random topologies", case(), t.baseline, DEFAULT_CASES);
+}
+
+/// Cost shifts in order-keeping topologies: a run of stalled items at one stage, which the
+/// siblings of a stuck ordered worker borrow, with the run's random faults among them.
+#[test]
+fn random_cost_shifts_in_ordered_pools_lose_nothing_and_hang_nowhere() {
+    let t = serial_test("random cost shifts", 1800);
+    run_random("random cost shifts", cost_shift_case(), t.baseline, 600);
 }

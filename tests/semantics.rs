@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::watchdog;
 use pipework::runner::StageRunner;
-use pipework::{Context, Dynamic, Fifo, Fixed, Pipeline};
+use pipework::{Context, Dynamic, Fifo, Fixed, Ordered, Pipeline};
 
 const CHEAP: u64 = 20_000;
 const SLOW: usize = 10;
@@ -26,9 +26,16 @@ where
     let arrived: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
     let met: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
     let p = Pipeline::new().stage("shift", make(arrived, met));
-    let (out, report) = p.collect(0..CHEAP + SLOW as u64).unwrap();
-    assert_eq!(out.len(), CHEAP as usize + SLOW);
+    let (mut out, report) = p.collect(0..CHEAP + SLOW as u64).unwrap();
     assert!(report.totals().is_balanced());
+    // An ordered pool keeps order; the others may not.
+    if report.stages[0].kind != "ordered" {
+        out.sort_unstable();
+    }
+    assert!(
+        out.iter().copied().eq(0..CHEAP + SLOW as u64),
+        "outputs lost or out of order"
+    );
     met.load(Ordering::SeqCst)
 }
 
@@ -76,11 +83,31 @@ fn a_dynamic_pool_keeps_every_worker_busy_when_item_cost_shifts() {
     }
 }
 
+#[test]
+fn an_ordered_pool_keeps_every_worker_busy_when_item_cost_shifts_and_keeps_order() {
+    let _dog = watchdog("cost shift ordered", 120);
+    for _ in 0..5 {
+        let met = rendezvous(|arrived, met| {
+            Ordered::new(
+                SLOW,
+                common::fallible(move |x: u64, cx: &Context| Ok(slow_step(x, cx, arrived, met))),
+            )
+        });
+        assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
+    }
+}
+
 fn shifted<R: StageRunner<u64, u64>>(runner: R) -> Duration {
     let p = Pipeline::new().stage("shift", runner);
     let started = Instant::now();
-    let (out, _) = p.collect(0..CHEAP + 10).unwrap();
-    assert_eq!(out.len(), CHEAP as usize + 10);
+    let (mut out, report) = p.collect(0..CHEAP + 10).unwrap();
+    if report.stages[0].kind != "ordered" {
+        out.sort_unstable();
+    }
+    assert!(
+        out.iter().copied().eq(0..CHEAP + 10),
+        "outputs lost or out of order"
+    );
     started.elapsed()
 }
 
@@ -104,6 +131,12 @@ fn slow_items_after_cheap_ones_finish_near_the_ideal_time() {
     assert!(
         dynamic < Duration::from_secs(1),
         "dynamic pool took {dynamic:?}"
+    );
+    // An ordered pool lends the rest of a stuck worker's chunk to idle siblings.
+    let ordered = shifted(Ordered::new(10, common::fallible(sleepy_after_cheap)));
+    assert!(
+        ordered < Duration::from_secs(1),
+        "ordered pool took {ordered:?}"
     );
 }
 
@@ -481,14 +514,31 @@ fn random_order_keeping_topologies_give_the_exact_prefix_before_a_failure() {
         let items = 1 + rng.below(3_000);
         let bad = rng.below(items); // the item that fails
         let panics = rng.below(2) == 0;
+        // Half the cases: a run of slow items (2 ms) around the failing one, which stuck
+        // ordered workers lend to their siblings; a third: a second failure in the same
+        // stage at a later item, which must not win.
+        let slow = if rng.below(2) == 0 {
+            bad.saturating_sub(rng.below(12))..bad + 1 + rng.below(12)
+        } else {
+            0..0
+        };
+        let later = if rng.below(3) == 0 {
+            Some(bad + 1 + rng.below(20))
+        } else {
+            None
+        };
         let max_chunk = [1usize, 7, 256][rng.below(3) as usize];
         let mut p: Pipeline<'_, u64> = Pipeline::new().max_chunk(max_chunk);
         let mut kinds = Vec::new();
         for i in 0..stages {
             let fails = i == failing_stage;
+            let slow = slow.clone();
             let step = common::fallible(
-                move |x: u64, _: &Context| -> Result<u64, pipework::BoxError> {
-                    if fails && x == bad {
+                move |x: u64, cx: &Context| -> Result<u64, pipework::BoxError> {
+                    if slow.contains(&x) {
+                        cx.sleep(Duration::from_millis(2))?;
+                    }
+                    if fails && (x == bad || Some(x) == later) {
                         assert!(!panics, "injected panic on {x}");
                         return Err(format!("fails on {x}").into());
                     }
@@ -507,7 +557,8 @@ fn random_order_keeping_topologies_give_the_exact_prefix_before_a_failure() {
         let mut got = Vec::new();
         let err = p.run(0..items, &mut got).unwrap_err();
         let what = format!(
-            "case {case}: {kinds:?}, stage {failing_stage} fails on {bad} of {items}, panics {panics}, max_chunk {max_chunk}: {err}"
+            "case {case}: {kinds:?}, stage {failing_stage} fails on {bad} (and {later:?}) of \
+             {items}, slow {slow:?}, panics {panics}, max_chunk {max_chunk}: {err}"
         );
         assert_eq!(got.len() as u64, bad, "{what}");
         assert!(got.iter().copied().eq(0..bad), "{what}");
@@ -516,6 +567,135 @@ fn random_order_keeping_topologies_give_the_exact_prefix_before_a_failure() {
             Some(failing_stage),
             "{what}"
         );
+        if !panics {
+            let cause = std::error::Error::source(&err).map(ToString::to_string);
+            assert_eq!(cause, Some(format!("fails on {bad}")), "{what}");
+        }
         assert!(err.report().unwrap().totals().is_balanced(), "{what}");
+    }
+}
+
+#[test]
+fn two_failures_in_an_ordered_pool_stop_at_the_earlier_item_whichever_fails_first() {
+    let _dog = watchdog("ordered two failures", 60);
+    // Four workers, one item per chunk: item i goes to worker i mod 4. Item 1 holds the
+    // collector back for 200 ms while items 2 and 4 fail, one at 20 ms and the other at
+    // 80 ms, and item 3 has long finished. Whichever fails first, the sink gets items 0
+    // and 1 only (item 3 comes after the first failing item), and the error is item 2's.
+    for (two, four) in [(20, 80), (80, 20)] {
+        let p = Pipeline::new().max_chunk(1).stage(
+            "work",
+            Ordered::new(
+                4,
+                common::fallible(move |x: u64, cx: &Context| {
+                    let (wait, fails) = match x {
+                        1 => (200, false),
+                        2 => (two, true),
+                        4 => (four, true),
+                        _ => (0, false),
+                    };
+                    cx.sleep(Duration::from_millis(wait))?;
+                    if fails {
+                        return Err(format!("item {x} failed").into());
+                    }
+                    Ok(x)
+                }),
+            ),
+        );
+        for _ in 0..3 {
+            let mut got = Vec::new();
+            let err = p
+                .run(0..10u64, |x| {
+                    got.push(x);
+                    Ok(())
+                })
+                .unwrap_err();
+            assert_eq!(
+                got,
+                [0, 1],
+                "item 2 at {two} ms, item 4 at {four} ms: {err}"
+            );
+            let cause = std::error::Error::source(&err).map(ToString::to_string);
+            assert_eq!(
+                cause.as_deref(),
+                Some("item 2 failed"),
+                "item 4 at {four} ms"
+            );
+            assert!(err.report().unwrap().totals().is_balanced());
+        }
+    }
+}
+
+/// An ordered pool of 4 over `CHEAP` cheap items, then 8 items of 30 ms that each emit
+/// three outputs; `bad` (if any) fails or panics after its sleep. Returns the outputs the
+/// sink got, the error, and how long the run took.
+fn ordered_shift(bad: Option<u64>, panics: bool) -> (Vec<u64>, Option<pipework::Error>, Duration) {
+    let p = Pipeline::new().stage(
+        "shift",
+        Ordered::new(
+            4,
+            pipework::processor::from_fn(move |x: u64, cx: &Context, out| {
+                if x >= CHEAP {
+                    cx.sleep(Duration::from_millis(30))?;
+                }
+                if Some(x) == bad {
+                    assert!(!panics, "injected: item {x}");
+                    return Err(format!("item {x} failed").into());
+                }
+                for k in 0..3 {
+                    out.emit(x * 3 + k);
+                }
+                Ok(())
+            }),
+        ),
+    );
+    let mut got = Vec::new();
+    let started = Instant::now();
+    let result = p.run(0..CHEAP + 8, |y| {
+        got.push(y);
+        Ok(())
+    });
+    let elapsed = started.elapsed();
+    let report = match &result {
+        Ok(report) => report.clone(),
+        Err(e) => e.report().unwrap().clone(),
+    };
+    assert!(report.totals().is_balanced(), "{report:?}");
+    (got, result.err(), elapsed)
+}
+
+#[test]
+fn work_lent_between_ordered_workers_keeps_order_and_exact_prefixes() {
+    let _dog = watchdog("ordered loans", 120);
+    common::quiet_injected_panics();
+    // Without failures: every output, in order; the eight slow items overlap (one after
+    // another they take 240 ms; two rounds of four take 60 ms).
+    let mut fastest = Duration::MAX;
+    for _ in 0..3 {
+        let (got, err, took) = ordered_shift(None, false);
+        assert!(err.is_none(), "{err:?}");
+        assert!(
+            got.iter().copied().eq(0..(CHEAP + 8) * 3),
+            "outputs lost or out of order"
+        );
+        fastest = fastest.min(took);
+    }
+    assert!(
+        fastest < Duration::from_millis(200),
+        "fastest run took {fastest:?}"
+    );
+    // A failure or a panic at any slow item (in the owner's part of its chunk or in a
+    // sibling's loan): exactly the outputs of the items before it.
+    for bad in CHEAP..CHEAP + 8 {
+        for panics in [false, true] {
+            let (got, err, _) = ordered_shift(Some(bad), panics);
+            assert!(err.is_some(), "item {bad} did not fail the run");
+            assert!(
+                got.iter().copied().eq(0..bad * 3),
+                "bad item {bad} (panics: {panics}): the sink got {} outputs, {:?} last",
+                got.len(),
+                got.last()
+            );
+        }
     }
 }

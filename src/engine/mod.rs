@@ -51,14 +51,22 @@
 //!   cancelling the run: the failing worker (or the source) hands on what it produced
 //!   before, the stages upstream are cancelled through their tokens, an ordered pool's
 //!   collector stops after the failing turn, and the rest drains to the sink. An error
-//!   raised further down replaces a waiting one (it concerns an earlier item) until the
+//!   raised further down replaces a waiting one (it concerns an earlier item), and so
+//!   does one at an earlier item of the same ordered pool (`state::Place`), until the
 //!   consumer takes no more outputs (`RunState::outputs_ended`): the failure has then taken
 //!   effect, and a later error (the sink's `Drop`, a consumer's error after its last
 //!   output) is suppressed.
 //! - **Stealing.** A worker of a pool keeps the rest of its chunk in a stash its siblings
 //!   steal from when idle (`transport::inbox`); items move between workers, never out of
 //!   the stage, and a worker counts an item when it is handed out to it. A consumer does
-//!   not leave a closed input while a sibling still holds items.
+//!   not leave a closed input while a sibling still holds items. In an ordered pool a
+//!   steal is a *loan* (`lanes`): the thief's outputs go to a reply lane (tapped like any
+//!   lane) whose receiver it mails to the owner, and the owner forwards the replies in
+//!   order inside its own turn once its part is done, so the collector sees one turn per
+//!   dealt chunk as before. A thief steals only when idle, with every turn of its own
+//!   already sent: an owner waits only on thieves, a thief only on its owner's draining,
+//!   and an owner drains as soon as its own part is out, so the waits form chains, not
+//!   cycles, and cancelling the stage's intake ends every one of them.
 //! - **The runner contract.** A stage whose readers are all gone while its input goes on
 //!   fails the run instead of hanging it (see `stage`).
 //! - **Joining.** Every thread's `ScopedJoinHandle` is sent to the calling thread, which
@@ -197,7 +205,7 @@ where
         let shape = Arc::clone(last.shape());
         let mut lp = SinkLoop {
             run,
-            inbox: Inbox::new(SharedInput::new(last), shape),
+            inbox: Inbox::new(SharedInput::new(last), shape, 0),
             pacer: Pacer::new(1),
             report: SinkReport::default(),
             delivered,

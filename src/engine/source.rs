@@ -50,7 +50,7 @@ where
                 Some(Err(error)) => {
                     // When every stage keeps order, what was read before goes on to the sink.
                     if run.source_deferred {
-                        run.fail_at(ErrorKind::Source { error }, 0);
+                        run.fail_at(ErrorKind::Source { error }, 0, (0, 0));
                     } else {
                         run.fail(ErrorKind::Source { error });
                     }

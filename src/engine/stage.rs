@@ -296,10 +296,9 @@ where
         spawner: Spawner<'scope, 'env>,
         stage: &'scope StageState,
         policy: &'scope Policy<'scope, In>,
-        input: EdgeRx<In>,
+        input: Arc<SharedInput<In>>,
         output: EdgeTx<Out>,
     ) -> Self {
-        let input = SharedInput::new(input);
         let lane = LaneRef(Arc::new(Lane {
             run: spawner.run(),
             stage,
@@ -318,8 +317,15 @@ where
         }
     }
 
-    /// A handle like this one on another lane (a branch of a broadcast).
+    /// A handle like this one on another lane (a branch of a broadcast), whose readers
+    /// steal from each other.
     pub(super) fn with_input(&self, input: EdgeRx<In>) -> Self {
+        self.with_shared_input(SharedInput::new(input))
+    }
+
+    /// A handle like this one on another lane (an ordered pool's worker's), whose
+    /// readers may be siblings of other lanes' readers.
+    pub(super) fn with_shared_input(&self, input: Arc<SharedInput<In>>) -> Self {
         let branch = StageHandle::new(
             self.spawner.clone(),
             self.stage,
@@ -377,7 +383,7 @@ where
     }
 
     /// Spawns a worker reading this handle's lane and writing as `output` says.
-    pub(super) fn spawn_worker<F>(&self, output: Output<Out>, f: F) -> bool
+    pub(super) fn spawn_worker<F>(&self, output: Output<'scope, Out>, f: F) -> bool
     where
         F: FnOnce(Worker<'scope, In, Out>) + Send + 'scope,
     {
@@ -462,10 +468,11 @@ where
                     },
                     message: panic_message(&*payload),
                 };
-                if worker && stage.deferred && super::worker::handed_on_before_panicking() {
-                    run.fail_at(kind, stage.id.index() + 1);
-                } else {
-                    run.fail(kind);
+                match super::worker::handed_on_before_panicking() {
+                    Some(place) if worker && stage.deferred => {
+                        run.fail_at(kind, stage.id.index() + 1, place);
+                    }
+                    _ => run.fail(kind),
                 }
             }
         });
@@ -513,6 +520,7 @@ impl<'scope> Launcher<'scope, '_> {
         let run = self.spawner.run();
         let (tx, rx) = self.spawner.edge_into(index + 1);
         let stage = &run.stages[index];
+        let input = SharedInput::new(input);
         let handle = StageHandle::new(self.spawner.clone(), stage, policy, input, tx);
         let lane = Arc::clone(&handle.lane.0);
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| runner.start(handle))) {

@@ -26,7 +26,8 @@
 //! and panicked after it (ignoring the cancellation) is also taken as first.
 //!
 //! Independently, an error waiting to take effect at its position (`fail_at`) gives way to
-//! any error raised further down the pipeline, which concerns an earlier item — until the
+//! any error raised further down the pipeline, which concerns an earlier item, and to one
+//! raised at an earlier item of the same ordered pool (see [`Place`]) — until the
 //! consumer takes no more outputs ([`RunState::outputs_ended`]): then it has taken effect,
 //! and what comes after (the sink's `Drop`, an error the consumer of `run_with` returns
 //! after reading every output) is suppressed.
@@ -91,8 +92,8 @@ struct First {
     at: Instant,
     /// Whether it is a panic from a user call (see the module's documentation).
     in_call: bool,
-    /// Its position, while it waits to take effect there (see `fail_at`).
-    waiting: Option<usize>,
+    /// Its position and place there, while it waits to take effect (see `fail_at`).
+    waiting: Option<(usize, Place)>,
 }
 
 thread_local! {
@@ -123,9 +124,9 @@ pub(crate) struct StageState {
     /// Whether this stage and every stage after it keep input order, so that a failure here
     /// takes effect at its item's position.
     pub(crate) deferred: bool,
-    /// For an ordered pool: the last turn to collect, as (lane, turn number on that lane
-    /// from 1), once a worker failed at a position.
-    pub(crate) last_turn: Mutex<Option<(usize, u64)>>,
+    /// For an ordered pool: the last turn to collect (its [`turn_key`]), once a worker
+    /// failed at a position; the earliest, when several did.
+    last_turn: Mutex<Option<u64>>,
     /// Set when the stage failed at a position: it stops reading its input on purpose.
     pub(crate) halted: AtomicBool,
 }
@@ -149,11 +150,34 @@ impl StageState {
         }
     }
 
+    /// An ordered pool failed in the turn `key` (see [`turn_key`]): the collector stops
+    /// after it, unless it stops after an earlier one.
+    pub(crate) fn fail_in_turn(&self, key: u64) {
+        let mut last = self.last_turn.lock();
+        *last = Some(last.map_or(key, |k| k.min(key)));
+    }
+
+    /// Whether the turn `key` is the last one to collect.
+    pub(crate) fn is_last_turn(&self, key: u64) -> bool {
+        *self.last_turn.lock() == Some(key)
+    }
+
     /// A fresh index for a thread of this stage.
     pub(crate) fn next_index(&self) -> usize {
         // Ordering: Relaxed; only uniqueness matters, which atomicity gives.
         self.next_index.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Where in a stage an item is: an ordered pool's turn (its [`turn_key`]) and the item's
+/// place among the turn's items; (0, 0) outside ordered pools, whose failures stop the stage.
+pub(crate) type Place = (u64, u64);
+
+/// The key of turn `turn` (from 1) of an ordered pool's lane `lane`: keys order turns as
+/// the collector takes them (turn by turn, lane by lane within a turn).
+pub(crate) fn turn_key(turn: u64, lane: usize) -> u64 {
+    debug_assert!(lane < 1 << 20);
+    (turn << 20) | lane as u64
 }
 
 /// How a run is configured, as the engine needs it.
@@ -236,13 +260,14 @@ impl RunState {
         noted.filter(|_| matches!(kind, ErrorKind::Panic { .. }))
     }
 
-    /// Records `kind`, raised at `position` (0: the source, `i + 1`: stage `i`), as an
-    /// error that takes effect at its item's position: everything upstream stops, the
-    /// stage at `position` reads nothing more, and what it produced before the failure
-    /// flows on to the sink. Used when every stage from `position` on keeps order.
-    pub(crate) fn fail_at(&self, kind: ErrorKind, position: usize) {
+    /// Records `kind`, raised at `position` (0: the source, `i + 1`: stage `i`) at
+    /// `place` within it, as an error that takes effect at its item's position:
+    /// everything upstream stops, the stage at `position` reads nothing more, and what it
+    /// produced before the failure flows on to the sink. Used when every stage from
+    /// `position` on keeps order.
+    pub(crate) fn fail_at(&self, kind: ErrorKind, position: usize, place: Place) {
         let call = Self::noted_call(&kind);
-        self.record(kind, Some(position), Some(position), call);
+        self.record(kind, Some(position), Some((position, place)), call);
         // The failing part stops itself, after handing on what came before: the source by
         // returning, a worker by flushing and returning (an ordered pool's collector stops
         // its intake once it has the failing turn). Everything upstream stops now.
@@ -281,14 +306,15 @@ impl RunState {
 
     /// Keeps `kind` as the first error unless one is already kept, or it replaces the kept
     /// one: a kept error waiting at its position gives way to one raised further down
-    /// (`position`), and a panic from a call in progress when the kept error was recorded
-    /// happened first (`call_started`, see the module's documentation). `pending`: the new
-    /// one waits at its position.
+    /// (`position`) or waiting at an earlier place in the same stage, and a panic from a
+    /// call in progress when the kept error was recorded happened first (`call_started`,
+    /// see the module's documentation). `pending`: the new one waits at its position and
+    /// place.
     fn record(
         &self,
         kind: ErrorKind,
         position: Option<usize>,
-        pending: Option<usize>,
+        pending: Option<(usize, Place)>,
         call_started: Option<Instant>,
     ) {
         let kind = self.blame_external(kind);
@@ -299,7 +325,10 @@ impl RunState {
         let replace = match &*first {
             None => true,
             Some(f) => {
-                let further_down = f.waiting.is_some_and(|w| position.is_some_and(|p| p > w));
+                let further_down = f.waiting.is_some_and(|(w, place)| {
+                    position.is_some_and(|p| p > w)
+                        || pending.is_some_and(|(p, earlier)| p == w && earlier < place)
+                });
                 let happened_first = call_started.is_some_and(|s| !f.in_call && s < f.at);
                 further_down || happened_first
             }

@@ -5,40 +5,62 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::counters::{Counter, Counts};
+use super::lanes::Loans;
 use super::record::{Cycle, Observe, Recorder};
 use super::sink::Deliveries;
 use super::stage::StageHandle;
-use super::state::{RunState, StageState};
+use super::state::{Place, RunState, StageState, turn_key};
 use super::trace;
 use crate::context::{CancelToken, Cancelled, Context};
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
 use crate::policy::{Failure, Policy, Transient, unwrap_transient};
 use crate::processor::{Emitter, Processor};
 use crate::transport::pace::nanos;
-use crate::transport::{EdgeTx, Inbox, Outbox, Pacer, Payload, Recv, SharedInput, Took};
+use crate::transport::{EdgeTx, Inbox, Loan, Outbox, Pacer, Payload, Recv, SharedInput, Took};
 
 use std::sync::Arc;
 
 /// Where a worker's outputs go.
-pub(crate) enum Output<Out> {
+pub(crate) enum Output<'scope, Out> {
     /// The stage's output edge, shared with its other workers.
     Shared,
     /// A lane of its own, one *turn* per input chunk: the outputs of each chunk, then an
     /// empty chunk (see `lanes`).
-    Turns(EdgeTx<Out>, usize),
+    Turns {
+        /// The lane.
+        edge: EdgeTx<Out>,
+        /// Its number.
+        lane: usize,
+        /// What the pool's workers share to lend each other work.
+        loans: Arc<Loans<'scope, Out>>,
+    },
+}
+
+/// A worker of an ordered pool: its lane, its turns, and the loan it works on.
+struct Turns<'scope, Out> {
+    /// Its lane's number.
+    lane: usize,
+    /// What the pool's workers share to lend each other work.
+    loans: Arc<Loans<'scope, Out>>,
+    /// Turns taken on the lane so far.
+    taken: u64,
+    /// The loan being worked on, if any: the lane's edge, set aside while the outputs go
+    /// to the loan's owner, and the key of the turn the loan belongs to.
+    loan: Option<(EdgeTx<Out>, u64)>,
 }
 
 thread_local! {
     /// Set when a worker dropped by a processor's panic handed on what came before the
-    /// failing item, so that the panic may take effect at its position; taken by the
-    /// thread's panic report. A worker that dies outside a processor call (an init closure,
-    /// the `Drop` of a kept copy) hands on nothing, and its panic must cancel the run.
-    static HANDED_ON: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// failing item, so that the panic may take effect at its position (and turn, in an
+    /// ordered pool); taken by the thread's panic report. A worker that dies outside a
+    /// processor call (an init closure, the `Drop` of a kept copy) hands on nothing, and
+    /// its panic must cancel the run.
+    static HANDED_ON: std::cell::Cell<Option<Place>> = const { std::cell::Cell::new(None) };
 }
 
-/// Whether this thread's worker handed on its outputs before its processor's panic (and
-/// forgets it).
-pub(super) fn handed_on_before_panicking() -> bool {
+/// The place (see `Place`) of the item before whose processor's panic this thread's
+/// worker handed on its outputs, if it did (and forgets it).
+pub(super) fn handed_on_before_panicking() -> Option<Place> {
     HANDED_ON.with(std::cell::Cell::take)
 }
 
@@ -89,12 +111,12 @@ pub struct Worker<'scope, In: 'scope, Out: 'scope> {
     inbox: Inbox<In>,
     /// The output buffer.
     outbox: Outbox<Out>,
-    /// Whether outputs go in turns, one per input chunk, and on which of the stage's lanes.
-    turns: Option<usize>,
+    /// For a worker of an ordered pool: its lane, and its turns.
+    turns: Option<Turns<'scope, Out>>,
     /// The token outputs are sent with: the stage's, or for turns its intake's (the
     /// collector stops taking turns when the stage fails at a position).
     out_token: &'scope CancelToken,
-    /// Whether a chunk was taken whose turn has not ended yet.
+    /// Whether a chunk was taken whose turn (or loan) has not ended yet.
     turn_open: bool,
     /// Cost measurement and chunk sizing.
     pacer: Pacer,
@@ -136,7 +158,7 @@ where
         handle: &StageHandle<'scope, '_, In, Out>,
         index: usize,
         input: Arc<SharedInput<In>>,
-        output: Output<Out>,
+        output: Output<'scope, Out>,
     ) -> Self {
         let run = handle.spawner.run();
         let stage = handle.stage;
@@ -145,8 +167,17 @@ where
         let pacer = Pacer::new(shape.advice());
         let (edge, turns) = match output {
             Output::Shared => (handle.output.clone(), None),
-            Output::Turns(edge, lane) => (edge, Some(lane)),
+            Output::Turns { edge, lane, loans } => (
+                edge,
+                Some(Turns {
+                    lane,
+                    loans,
+                    taken: 0,
+                    loan: None,
+                }),
+            ),
         };
+        let tag = turns.as_ref().map_or(index, |t| t.lane);
         let mut outbox = Outbox::new(edge);
         outbox.set_own_limit(pacer.limit());
         let observe = handle.spawner.observe();
@@ -165,7 +196,7 @@ where
             stage,
             policy: handle.policy,
             deliveries: Arc::clone(handle.spawner.deliveries()),
-            inbox: Inbox::new(input, shape),
+            inbox: Inbox::new(input, shape, tag),
             outbox,
             turns,
             turn_open: false,
@@ -267,7 +298,10 @@ where
         self.outbox.measure(busy, outputs);
         if self.turn_open {
             self.turn_open = false;
-            self.outbox.end_turn(self.out_token);
+            self.end_turn();
+        }
+        if let Some(turns) = &self.turns {
+            self.inbox.set_key(turn_key(turns.taken + 1, turns.lane));
         }
         let mut got = self.inbox.try_take();
         let mut waited = None;
@@ -297,8 +331,14 @@ where
         match got {
             Recv::Got(took) => {
                 let n = took.len();
-                if let Took::Input(n) = took {
-                    self.local[Counter::Received] += n as u64;
+                match took {
+                    Took::Input(n) => {
+                        self.local[Counter::Received] += n as u64;
+                        if let Some(turns) = self.turns.as_mut() {
+                            turns.taken += 1;
+                        }
+                    }
+                    Took::Stolen(_, loan) => self.borrow(loan),
                 }
                 self.chunks += 1;
                 self.turn_open = self.turns.is_some();
@@ -480,8 +520,8 @@ where
             error,
         };
         if self.stage.deferred {
-            self.hand_on_before_failing();
-            self.run.fail_at(kind, self.stage.id.index() + 1);
+            let place = self.hand_on_before_failing();
+            self.run.fail_at(kind, self.stage.id.index() + 1, place);
         } else {
             self.run.fail(kind);
         }
@@ -500,18 +540,74 @@ where
 
 impl<In, Out> Worker<'_, In, Out> {
     /// Before a failure that takes effect at its position: sends on every output of the
-    /// items before the failing one, ends the turn, and marks it as the last one the
-    /// collector takes.
-    fn hand_on_before_failing(&mut self) {
-        if let Some(lane) = self.turns {
-            // This worker's turns are its chunks: the current one is its last.
-            *self.stage.last_turn.lock() = Some((lane, self.chunks));
+    /// items before the failing one, ends the turn (a loan, without its end), and marks
+    /// the turn as the last one the collector takes. Returns the failing item's place.
+    fn hand_on_before_failing(&mut self) -> Place {
+        let mut place = (0, 0);
+        if let Some(turns) = &self.turns {
+            let key = match &turns.loan {
+                Some((_, key)) => *key,
+                None => turn_key(turns.taken, turns.lane),
+            };
+            self.stage.fail_in_turn(key);
+            // The item just handed out is the failing one.
+            let nth = self
+                .taken
+                .saturating_sub(self.taken_at_chunk)
+                .saturating_sub(1);
+            place = (key, self.inbox.base() + nth);
         }
         if self.turn_open {
             self.turn_open = false;
-            self.outbox.end_turn(self.out_token);
+            self.leave_turn(false);
         } else {
             self.outbox.flush(self.out_token);
+        }
+        place
+    }
+
+    /// Works on `loan` (items stolen from a sibling of an ordered pool) until the next
+    /// refill: its outputs go to a reply its owner forwards in its own turn.
+    fn borrow(&mut self, loan: Loan) {
+        if let Some(turns) = self.turns.as_mut() {
+            let reply = turns.loans.open(loan);
+            let lane = self.outbox.replace_edge(reply);
+            turns.loan = Some((lane, loan.key));
+        }
+    }
+
+    /// Ends the current turn or loan, once its items are used up: the outputs of the
+    /// loans siblings took from it, in order, then the end.
+    fn end_turn(&mut self) {
+        let lent = self.inbox.take_lent();
+        let whole = match &self.turns {
+            Some(turns) if lent > 0 => {
+                let loans = Arc::clone(&turns.loans);
+                loans.forward(turns.lane, lent, &mut self.outbox, self.out_token)
+            }
+            _ => true,
+        };
+        self.leave_turn(whole);
+    }
+
+    /// Sends the end of the current turn; for a loan, only if it is `whole` (a loan that
+    /// ends without it stops its owner's turn there), and then outputs go to the lane
+    /// again.
+    fn leave_turn(&mut self, whole: bool) {
+        let token = self.out_token;
+        match self.turns.as_mut().and_then(|t| t.loan.take()) {
+            Some((lane, _)) => {
+                if whole {
+                    self.outbox.end_turn(token);
+                } else {
+                    self.outbox.flush(token);
+                }
+                // Dropping the reply's only sender closes it.
+                drop(self.outbox.replace_edge(lane));
+            }
+            None => {
+                self.outbox.end_turn(token);
+            }
         }
     }
 
@@ -564,8 +660,8 @@ impl<In, Out> Drop for Worker<'_, In, Out> {
             // happened, not by when it is reported (see `state`).
             RunState::panicked_in_call(self.pacer.started());
             if self.stage.deferred && !self.cx.is_cancelled() {
-                self.hand_on_before_failing();
-                HANDED_ON.with(|h| h.set(true));
+                let place = self.hand_on_before_failing();
+                HANDED_ON.with(|h| h.set(Some(place)));
             }
         }
         let (open, chunk_started, _) = self.pacer.chunk();
@@ -599,7 +695,8 @@ impl<In, Out> Drop for Worker<'_, In, Out> {
             self.outbox.discard()
         } else {
             if self.turn_open {
-                self.outbox.end_turn(token);
+                self.turn_open = false;
+                self.end_turn();
             }
             self.outbox.close(token)
         };

@@ -15,11 +15,20 @@ const MAX_WINDOW: usize = 1 << 20;
 /// outputs leave in input order. While one chunk is slow, the other workers go on with the
 /// chunks after it until their output queues are full: the **reorder window**.
 ///
+/// When a worker is stuck in a slow item (for the chunk budget, about 0.5 ms) while a
+/// sibling has nothing to do, the sibling borrows the back half of the rest of its chunk,
+/// and the worker puts the borrowed items' outputs back in their place before ending its
+/// turn. So slow items that arrive after many cheap ones (when chunks have grown large)
+/// spread over the workers instead of queueing behind one of them, and the order holds.
+///
 /// # Memory bound
 ///
 /// Besides its input queue, the stage holds at most `workers × (window + 2)` chunks: per
 /// worker, one chunk queued for it, the one it processes, and `window` chunks of outputs
-/// waiting for their turn. A chunk holds at most the pipeline's `max_chunk` items, and a
+/// waiting for their turn. Each borrowed part of a chunk adds one queue of as many chunks
+/// of outputs until its owner forwards them; parts are halves of what a stuck worker has
+/// left, so a chunk is lent in at most `max_chunk` parts, and only while its worker is
+/// stuck in an item. A chunk holds at most the pipeline's `max_chunk` items, and a
 /// single item when items are slow (chunks adapt to about 0.5 ms of work). A one-to-many
 /// processor's outputs are sent on in chunks as they come, so they count against the same
 /// window instead of piling up. A slow item therefore delays the stage by at most the

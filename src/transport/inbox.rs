@@ -8,8 +8,14 @@
 //! input has more than one reader, a consumer keeps the rest of its chunk in a *stash* its
 //! siblings can reach, and takes items from it one at a time; a consumer with nothing to do
 //! steals the back half of a sibling's stash. At most the item a consumer is processing is
-//! ever out of its siblings' reach. A lone reader (a FIFO stage, each worker of an ordered
-//! pool) keeps its chunk to itself, and its order.
+//! ever out of its siblings' reach. A lone reader (a FIFO stage) keeps its chunk to itself,
+//! and its order.
+//!
+//! The siblings are the readers of one edge (a pool), or the workers of an ordered pool,
+//! each reading a lane of its own that a distributor deals chunks into. For the latter a
+//! steal is a *loan*: the stash carries a key (which turn of the pool its items belong
+//! to), and each steal from one load of a stash gets a number, so that the owner can put
+//! the loans' outputs back in order (see `engine::lanes`).
 //!
 //! A consumer that finds the input closed keeps looking (every `STEAL_POLL`) while a
 //! sibling still holds a stash, so nothing is left without a taker; an idle consumer also
@@ -39,44 +45,112 @@ struct StashInner<T> {
     /// Items the owner has taken from it so far: a thief that sees this unchanged for a
     /// chunk budget knows the owner is stuck in an item.
     pops: u64,
+    /// The owner's tag (an ordered pool's lane).
+    tag: usize,
+    /// The key of the items loaded last (see [`Loan`]).
+    key: u64,
+    /// Steals from the items loaded last, so far.
+    lent: u32,
+    /// Whether the items loaded last were stolen. Stolen items come from a stash whose
+    /// owner was stuck, and are likely slow too: a thief need not wait a chunk budget to
+    /// find their new owner stuck in the first of them.
+    stolen: bool,
+    /// `pops` when they were loaded.
+    pops_at_load: u64,
+    /// The place of the first of them among the items of their key.
+    base: u64,
+}
+
+/// What a thief learns of the items it stole: where they came from, so that their outputs
+/// can be put back in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Loan {
+    /// The victim's tag.
+    pub(crate) from: usize,
+    /// The key the victim loaded the items with.
+    pub(crate) key: u64,
+    /// The steal's number among the steals from that load, from 0: a later steal holds
+    /// items nearer the front.
+    pub(crate) no: u32,
+    /// The place of the first stolen item among the items of `key`.
+    pub(crate) base: u64,
 }
 
 /// How long a stash must go untouched by its owner before a sibling steals from it: the
 /// chunk budget, the most work a chunk should hold.
 const STEAL_AFTER: Duration = Duration::from_nanos(super::pace::BUDGET_NS);
 
-/// The input of a group of consumers: the edge, and their stashes.
+/// Consumers that steal from each other: their stashes, and what they are doing.
 #[derive(Debug)]
-pub(crate) struct SharedInput<T> {
-    /// The edge.
-    input: EdgeRx<T>,
-    /// The stashes of the consumers reading this input.
+pub(crate) struct Siblings<T> {
+    /// Their stashes.
     stashes: Mutex<Vec<Weak<Stash<T>>>>,
-    /// Consumers reading this input now.
+    /// Consumers reading now.
     readers: AtomicUsize,
     /// Consumers holding a non-empty stash.
     holders: AtomicUsize,
-    /// Consumers between taking a chunk from the edge and counting as its holder: a
-    /// consumer that finds the edge closed must not leave while one of them may still
-    /// stash items to steal.
+    /// Chunks between an edge and a stash: a consumer that finds its edge closed must not
+    /// leave while one of them may still be stashed where it could steal it. The readers
+    /// of a shared edge count themselves while they receive; a distributor dealing into
+    /// lanes counts each chunk it deals until its consumer has loaded it.
     receiving: AtomicUsize,
 }
 
-// Ordering: SeqCst on `readers`, `holders` and `receiving`. A consumer counts itself as
-// receiving before it takes a chunk from the edge, fills its stash and counts as a holder
-// before it stops receiving, and empties its stash before it stops holding: a consumer
-// that found the edge closed (so every chunk was already taken) and then reads both counts
+// Ordering: SeqCst on `readers`, `holders` and `receiving`. A chunk is counted as receiving
+// before it leaves the edge (or enters a lane), is stashed, counted as held, and only then
+// uncounted as receiving; a stash is emptied before its owner stops holding: a consumer
+// that found its edge closed (so every chunk was already taken) and then reads both counts
 // at zero has seen every stash empty.
 
-impl<T> SharedInput<T> {
-    /// The shared input of `input`.
-    pub(crate) fn new(input: EdgeRx<T>) -> Arc<Self> {
-        Arc::new(SharedInput {
-            input,
+impl<T> Siblings<T> {
+    /// A new group, with no member yet.
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Siblings {
             stashes: Mutex::new(Vec::new()),
             readers: AtomicUsize::new(0),
             holders: AtomicUsize::new(0),
             receiving: AtomicUsize::new(0),
+        })
+    }
+
+    /// A distributor is about to deal a chunk into a member's lane.
+    pub(crate) fn dealing(&self) {
+        self.receiving.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// The chunk announced by [`dealing`](Self::dealing) was not dealt after all.
+    pub(crate) fn not_dealt(&self) {
+        self.receiving.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The input of a consumer: the edge, and the siblings it may steal from.
+#[derive(Debug)]
+pub(crate) struct SharedInput<T> {
+    /// The edge.
+    input: EdgeRx<T>,
+    /// The consumers of this edge, or of this edge and its sibling lanes.
+    siblings: Arc<Siblings<T>>,
+    /// Whether a distributor deals the chunks (and counts them in `receiving`).
+    dealt: bool,
+}
+
+impl<T> SharedInput<T> {
+    /// The shared input of `input`: its readers are siblings.
+    pub(crate) fn new(input: EdgeRx<T>) -> Arc<Self> {
+        Arc::new(SharedInput {
+            input,
+            siblings: Siblings::new(),
+            dealt: false,
+        })
+    }
+
+    /// A lane a distributor deals chunks into, whose reader is one of `siblings`.
+    pub(crate) fn dealt(input: EdgeRx<T>, siblings: &Arc<Siblings<T>>) -> Arc<Self> {
+        Arc::new(SharedInput {
+            input,
+            siblings: Arc::clone(siblings),
+            dealt: true,
         })
     }
 
@@ -87,35 +161,58 @@ impl<T> SharedInput<T> {
 
     /// Consumers holding items beyond the one they process (work a new sibling could take).
     pub(crate) fn holders(&self) -> usize {
-        self.holders.load(Ordering::SeqCst)
+        self.siblings.holders.load(Ordering::SeqCst)
     }
 
     /// Whether a sibling holds, or may be about to hold, items to steal.
     fn may_hold(&self) -> bool {
-        self.receiving.load(Ordering::SeqCst) + self.holders.load(Ordering::SeqCst) > 0
+        let siblings = &self.siblings;
+        siblings.receiving.load(Ordering::SeqCst) + siblings.holders.load(Ordering::SeqCst) > 0
     }
 
-    /// Takes the back half of the stash of a sibling (not `own`) that has been stuck for
-    /// `STEAL_AFTER`; `seen` is the thief's memory of what it saw of each stash, and when.
-    fn steal(&self, own: &Arc<Stash<T>>, seen: &mut Vec<Seen>) -> Vec<T> {
-        if self.holders.load(Ordering::SeqCst) == 0 {
+    /// Counts the caller as receiving from a shared edge (a dealt chunk was counted by its
+    /// distributor).
+    fn start_receiving(&self) {
+        if !self.dealt {
+            self.siblings.receiving.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Ends what [`start_receiving`](Self::start_receiving) began, once the receive's
+    /// chunk (`got`: whether there was one) is stashed.
+    fn stop_receiving(&self, got: bool) {
+        if !self.dealt || got {
+            self.siblings.receiving.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes the back half of the largest stash of a sibling (not `own`) that is stuck:
+    /// untouched by its owner for `STEAL_AFTER`, or stolen and barely touched since (see
+    /// [`StashInner::stolen`]). `seen` is the thief's memory of what it saw of each stash,
+    /// and when.
+    fn steal(&self, own: &Arc<Stash<T>>, seen: &mut Vec<Seen>) -> Option<(Vec<T>, Loan)> {
+        let siblings = &self.siblings;
+        if siblings.holders.load(Ordering::SeqCst) == 0 {
             seen.clear();
-            return Vec::new();
+            return None;
         }
         let stashes: Vec<Arc<Stash<T>>> = {
-            let mut list = self.stashes.lock();
+            let mut list = siblings.stashes.lock();
             list.retain(|w| w.strong_count() > 0);
             list.iter().filter_map(Weak::upgrade).collect()
         };
         let now = Instant::now();
+        // The largest stuck stash: a thief that took a small remnant while a larger loan
+        // was about to be found stuck would leave that loan's owner with the most work.
+        let mut best: Option<(&Arc<Stash<T>>, usize)> = None;
         for victim in stashes.iter().filter(|s| !Arc::ptr_eq(s, own)) {
-            let mut stash = victim.lock();
+            let stash = victim.lock();
             let n = stash.items.len();
-            if n == 0 {
+            if n == 0 || best.is_some_and(|(_, most)| most >= n) {
                 continue;
             }
             let key = Arc::as_ptr(victim) as usize;
-            let stuck = match seen.iter_mut().find(|s| s.stash == key) {
+            let untouched = match seen.iter_mut().find(|s| s.stash == key) {
                 Some(s) if s.pops == stash.pops => now.duration_since(s.at) >= STEAL_AFTER,
                 Some(s) => {
                     *s = Seen {
@@ -134,17 +231,32 @@ impl<T> SharedInput<T> {
                     false
                 }
             };
-            if !stuck {
-                continue;
+            let stuck_loan = stash.stolen && stash.pops - stash.pops_at_load <= 1;
+            if untouched || stuck_loan {
+                best = Some((victim, n));
             }
-            let stolen: Vec<T> = stash.items.drain(n - n.div_ceil(2)..).collect();
-            if stash.items.is_empty() {
-                // The victim counted as a holder for a non-empty stash: it stops now.
-                self.holders.fetch_sub(1, Ordering::SeqCst);
-            }
-            return stolen;
         }
-        Vec::new()
+        let mut stash = best?.0.lock();
+        let n = stash.items.len();
+        if n == 0 {
+            return None;
+        }
+        let kept = n - n.div_ceil(2);
+        let stolen: Vec<T> = stash.items.drain(kept..).collect();
+        if stash.items.is_empty() {
+            // The victim counted as a holder for a non-empty stash: it stops now.
+            siblings.holders.fetch_sub(1, Ordering::SeqCst);
+        }
+        // The owner has taken `pops - pops_at_load` items from the front.
+        let front = stash.base + (stash.pops - stash.pops_at_load);
+        let loan = Loan {
+            from: stash.tag,
+            key: stash.key,
+            no: stash.lent,
+            base: front + kept as u64,
+        };
+        stash.lent += 1;
+        Some((stolen, loan))
     }
 }
 
@@ -182,6 +294,10 @@ pub(crate) struct Inbox<T> {
     stash: Arc<Stash<T>>,
     /// What this consumer saw of its siblings' stashes, as a thief.
     seen: Vec<Seen>,
+    /// The key of the next chunk taken from the edge.
+    key: u64,
+    /// The place of the current chunk's first item among the items of its key.
+    base: u64,
 }
 
 /// What a take found.
@@ -190,33 +306,60 @@ pub(crate) enum Took {
     /// A chunk of this many items from the edge.
     Input(usize),
     /// This many items stolen from a sibling.
-    Stolen(usize),
+    Stolen(usize, Loan),
 }
 
 impl Took {
     /// Items in the chunk.
     pub(crate) fn len(&self) -> usize {
         match *self {
-            Took::Input(n) | Took::Stolen(n) => n,
+            Took::Input(n) | Took::Stolen(n, _) => n,
         }
     }
 }
 
 impl<T> Inbox<T> {
-    pub(crate) fn new(shared: Arc<SharedInput<T>>, shape: Arc<Shape>) -> Self {
+    /// A consumer of `shared`, tagged `tag` for its siblings' loans.
+    pub(crate) fn new(shared: Arc<SharedInput<T>>, shape: Arc<Shape>, tag: usize) -> Self {
         let stash = Arc::new(Mutex::new(StashInner {
             items: VecDeque::new(),
             pops: 0,
+            tag,
+            key: 0,
+            lent: 0,
+            stolen: false,
+            pops_at_load: 0,
+            base: 0,
         }));
-        shared.stashes.lock().push(Arc::downgrade(&stash));
-        shared.readers.fetch_add(1, Ordering::SeqCst);
+        let siblings = &shared.siblings;
+        siblings.stashes.lock().push(Arc::downgrade(&stash));
+        siblings.readers.fetch_add(1, Ordering::SeqCst);
         Inbox {
             shared,
             shape,
             held: Held::Private(Vec::new().into_iter()),
             stash,
             seen: Vec::new(),
+            key: 0,
+            base: 0,
         }
+    }
+
+    /// Sets the key that the next chunk taken from the edge is loaded with (see [`Loan`]).
+    pub(crate) fn set_key(&mut self, key: u64) {
+        self.key = key;
+    }
+
+    /// The place of the current chunk's first item among the items of its key: 0 for a
+    /// chunk taken from the edge, further on for stolen items.
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Takes the number of steals from the items loaded last. Once those items are used
+    /// up, no further steal can happen.
+    pub(crate) fn take_lent(&mut self) -> u32 {
+        std::mem::take(&mut self.stash.lock().lent)
     }
 
     /// The next item of the current chunk.
@@ -229,7 +372,7 @@ impl<T> Inbox<T> {
                 let item = stash.items.pop_front();
                 stash.pops += 1;
                 if item.is_some() && stash.items.is_empty() {
-                    self.shared.holders.fetch_sub(1, Ordering::SeqCst);
+                    self.shared.siblings.holders.fetch_sub(1, Ordering::SeqCst);
                 }
                 item
             }
@@ -246,11 +389,23 @@ impl<T> Inbox<T> {
 
     /// Makes `chunk` the current chunk. The old one must be used up.
     pub(crate) fn load(&mut self, chunk: Vec<T>) {
+        self.load_keyed(chunk, self.key, None);
+    }
+
+    /// Makes `chunk`, whose items have `key`, the current chunk; `stolen`: the place of
+    /// its first item among the items of `key`, if it was stolen.
+    fn load_keyed(&mut self, chunk: Vec<T>, key: u64, stolen: Option<u64>) {
         debug_assert_eq!(self.buffered(), 0);
-        if chunk.len() > 1 && self.shared.readers.load(Ordering::SeqCst) > 1 {
+        self.base = stolen.unwrap_or(0);
+        let siblings = &self.shared.siblings;
+        if chunk.len() > 1 && siblings.readers.load(Ordering::SeqCst) > 1 {
             let mut stash = self.stash.lock();
             stash.items.extend(chunk);
-            self.shared.holders.fetch_add(1, Ordering::SeqCst);
+            stash.key = key;
+            stash.stolen = stolen.is_some();
+            stash.base = self.base;
+            stash.pops_at_load = stash.pops;
+            siblings.holders.fetch_add(1, Ordering::SeqCst);
             self.held = Held::Stashed;
         } else {
             self.held = Held::Private(chunk.into_iter());
@@ -259,7 +414,7 @@ impl<T> Inbox<T> {
 
     /// Takes the next chunk if one is ready, without blocking.
     pub(crate) fn try_take(&mut self) -> Recv<Took> {
-        self.shared.receiving.fetch_add(1, Ordering::SeqCst);
+        self.shared.start_receiving();
         let got = self.shared.input.try_recv();
         match self.received(got) {
             Recv::Closed => self.steal_or(Recv::Closed),
@@ -272,21 +427,26 @@ impl<T> Inbox<T> {
     /// caller counted itself in before the receive).
     fn received(&mut self, got: Recv<Vec<T>>) -> Recv<Took> {
         let took = match got {
-            Recv::Got(chunk) => Recv::Got(self.loaded(chunk, false)),
+            Recv::Got(chunk) => {
+                let n = chunk.len();
+                self.load(chunk);
+                Recv::Got(Took::Input(n))
+            }
             Recv::Closed => Recv::Closed,
             Recv::TimedOut => Recv::TimedOut,
             Recv::Cancelled => Recv::Cancelled,
         };
-        self.shared.receiving.fetch_sub(1, Ordering::SeqCst);
+        self.shared.stop_receiving(matches!(took, Recv::Got(_)));
         took
     }
 
     /// Steals from a sibling, or returns `otherwise` — as "nothing yet" when the input is
     /// closed but siblings still hold items.
     fn steal_or(&mut self, otherwise: Recv<Took>) -> Recv<Took> {
-        let stolen = self.shared.steal(&self.stash, &mut self.seen);
-        if !stolen.is_empty() {
-            return Recv::Got(self.loaded(stolen, true));
+        if let Some((stolen, loan)) = self.shared.steal(&self.stash, &mut self.seen) {
+            let n = stolen.len();
+            self.load_keyed(stolen, loan.key, Some(loan.base));
+            return Recv::Got(Took::Stolen(n, loan));
         }
         match otherwise {
             Recv::Closed if self.shared.may_hold() => Recv::TimedOut,
@@ -305,14 +465,18 @@ impl<T> Inbox<T> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Recv::TimedOut;
             }
-            // While a sibling holds items, look again soon; otherwise wait for input.
-            let until = if self.shared.holders() > 0 {
+            // While a sibling holds items, look again soon; otherwise wait for input. A
+            // dealt lane's reader also looks while a chunk is on its way to a sibling: it may
+            // get stuck there while the distributor waits on that sibling's lane, and
+            // nothing more comes to this one.
+            let look = self.shared.holders() > 0 || (self.shared.dealt && self.shared.may_hold());
+            let until = if look {
                 let poll = Instant::now() + STEAL_POLL;
                 Some(deadline.map_or(poll, |d| d.min(poll)))
             } else {
                 deadline
             };
-            self.shared.receiving.fetch_add(1, Ordering::SeqCst);
+            self.shared.start_receiving();
             let got = self.shared.input.recv(token, until);
             match self.received(got) {
                 Recv::Got(took) => return Recv::Got(took),
@@ -331,16 +495,6 @@ impl<T> Inbox<T> {
         }
     }
 
-    fn loaded(&mut self, chunk: Vec<T>, stolen: bool) -> Took {
-        let n = chunk.len();
-        self.load(chunk);
-        if stolen {
-            Took::Stolen(n)
-        } else {
-            Took::Input(n)
-        }
-    }
-
     /// Drops the rest of the current chunk; returns how many items it held and the payload
     /// of a panic in an item's `Drop`.
     pub(crate) fn discard(&mut self) -> (u64, Option<Payload>) {
@@ -350,7 +504,7 @@ impl<T> Inbox<T> {
                 let items: Vec<T> = {
                     let mut stash = self.stash.lock();
                     if !stash.items.is_empty() {
-                        self.shared.holders.fetch_sub(1, Ordering::SeqCst);
+                        self.shared.siblings.holders.fetch_sub(1, Ordering::SeqCst);
                     }
                     stash.items.drain(..).collect()
                 };
@@ -373,6 +527,6 @@ impl<T> Drop for Inbox<T> {
         // Items still stashed are the owner's to count (it discards them before this);
         // what is left here is dropped with the stash.
         let _ = self.discard();
-        self.shared.readers.fetch_sub(1, Ordering::SeqCst);
+        self.shared.siblings.readers.fetch_sub(1, Ordering::SeqCst);
     }
 }

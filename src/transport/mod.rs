@@ -27,7 +27,7 @@ mod inbox;
 mod outbox;
 pub(crate) mod pace;
 
-pub(crate) use inbox::{Inbox, SharedInput, Took};
+pub(crate) use inbox::{Inbox, Loan, SharedInput, Siblings, Took};
 pub(crate) use outbox::Outbox;
 pub(crate) use pace::{Pacer, Shape};
 

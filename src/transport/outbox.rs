@@ -65,6 +65,14 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// Sends to `edge` from now on; returns the edge it sent to. The buffer must be empty.
+    pub(crate) fn replace_edge(&mut self, edge: EdgeTx<T>) -> EdgeTx<T> {
+        debug_assert!(self.buf.is_empty());
+        let old = std::mem::replace(&mut self.edge, edge);
+        self.retarget();
+        old
+    }
+
     /// Takes the payload of a panic raised by an item's `Drop` when a chunk could not be
     /// sent.
     pub(crate) fn take_panic(&mut self) -> Option<Payload> {

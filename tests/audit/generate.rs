@@ -217,3 +217,45 @@ pub fn run_of(definition: Case) -> impl Strategy<Value = Case> {
 pub fn case() -> impl Strategy<Value = Case> {
     definition().prop_flat_map(run_of)
 }
+
+/// A definition whose pools keep order: fixed and dynamic pools become ordered pools of at
+/// least two workers (broadcast branches stay as they are).
+fn ordered_definition() -> impl Strategy<Value = Case> {
+    definition().prop_map(|mut case| {
+        for s in &mut case.stages {
+            if let Runner::Fixed(n) | Runner::Dynamic(n) = s.runner {
+                s.runner = Runner::Ordered(n.max(2), 2);
+            }
+        }
+        case
+    })
+}
+
+/// A run with a cost shift: besides the run's faults, 4–12 consecutive items stall at one
+/// stage, so that a worker of an ordered pool is stuck in a chunk of slow items and its
+/// siblings borrow the rest (see `transport::inbox` in the crate).
+fn cost_shift_of(definition: Case) -> impl Strategy<Value = Case> {
+    (run_of(definition), any::<u8>(), 4..=12u32, any::<u32>()).prop_map(
+        |(mut case, stage, len, at)| {
+            if case.items > 0 {
+                let site = Site::Stage(usize::from(stage) % case.stages.len());
+                let first = at % case.items;
+                // After the run's own faults, which therefore strike first where both do.
+                for item in first..(first + len).min(case.items) {
+                    case.faults.push(Fault {
+                        site,
+                        kind: Kind::Stall,
+                        item,
+                        path: [0; MAX_STAGES],
+                    });
+                }
+            }
+            case
+        },
+    )
+}
+
+/// An order-keeping definition and one run of it with a cost shift.
+pub fn cost_shift_case() -> impl Strategy<Value = Case> {
+    ordered_definition().prop_flat_map(cost_shift_of)
+}
