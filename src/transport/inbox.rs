@@ -17,16 +17,20 @@
 //! to), and each steal from one load of a stash gets a number, so that the owner can put
 //! the loans' outputs back in order (see `engine::lanes`).
 //!
-//! A consumer that finds the input closed keeps looking (every `STEAL_POLL`) while a
-//! sibling still holds a stash, so nothing is left without a taker; an idle consumer also
-//! looks at that pace while any sibling holds items.
+//! A consumer that finds the input closed stays while a sibling still holds a stash (or is
+//! stashing a chunk it just took), so nothing is left without a taker: it looks again every
+//! `STEAL_POLL`, and leaves as soon as the last sibling's stash is empty (the siblings wake
+//! it then). An idle consumer also looks at that pace while any sibling holds items. A
+//! consumer counts as taking a chunk only while it takes one that is there, never while it
+//! waits for one: otherwise two consumers woken by the input's end would each wait for the
+//! other, a millisecond at a time, at the end of every small run.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::{EdgeRx, Payload, Recv, Shape, dispose};
 use crate::context::CancelToken;
@@ -94,6 +98,12 @@ pub(crate) struct Siblings<T> {
     /// of a shared edge count themselves while they receive; a distributor dealing into
     /// lanes counts each chunk it deals until its consumer has loaded it.
     receiving: AtomicUsize,
+    /// Consumers waiting for the last two counts to reach zero together.
+    waiters: AtomicUsize,
+    /// Held while checking the counts before waiting, and while waking the waiters.
+    quiet_lock: Mutex<()>,
+    /// Where consumers wait for the siblings to hold nothing.
+    quiet: Condvar,
 }
 
 // Ordering: SeqCst on `readers`, `holders` and `receiving`. A chunk is counted as receiving
@@ -110,7 +120,51 @@ impl<T> Siblings<T> {
             readers: AtomicUsize::new(0),
             holders: AtomicUsize::new(0),
             receiving: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            quiet_lock: Mutex::new(()),
+            quiet: Condvar::new(),
         })
+    }
+
+    /// Whether a member holds, or may be about to hold, items to steal.
+    fn may_hold(&self) -> bool {
+        self.receiving.load(Ordering::SeqCst) + self.holders.load(Ordering::SeqCst) > 0
+    }
+
+    /// One fewer holder.
+    fn stop_holding(&self) {
+        self.holders.fetch_sub(1, Ordering::SeqCst);
+        self.settled();
+    }
+
+    /// One fewer chunk on its way.
+    fn stop_receiving(&self) {
+        self.receiving.fetch_sub(1, Ordering::SeqCst);
+        self.settled();
+    }
+
+    /// After a count went down: wakes the consumers waiting for both to reach zero, if
+    /// they have.
+    fn settled(&self) {
+        // Ordering: SeqCst. A waiter counts itself before it reads the counts, this side
+        // lowers a count before it reads the waiters: one of the two sees the other.
+        if self.waiters.load(Ordering::SeqCst) > 0 && !self.may_hold() {
+            let _held = self.quiet_lock.lock();
+            self.quiet.notify_all();
+        }
+    }
+
+    /// Waits until no member holds or may be about to hold items, or until `until`.
+    fn wait_quiet(&self, until: Instant) {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.quiet_lock.lock();
+        if self.may_hold() {
+            // A wake-up between the check and the wait cannot be lost: the waker takes the
+            // lock first.
+            let _ = self.quiet.wait_until(&mut held, until);
+        }
+        drop(held);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// A distributor is about to deal a chunk into a member's lane.
@@ -120,7 +174,7 @@ impl<T> Siblings<T> {
 
     /// The chunk announced by [`dealing`](Self::dealing) was not dealt after all.
     pub(crate) fn not_dealt(&self) {
-        self.receiving.fetch_sub(1, Ordering::SeqCst);
+        self.stop_receiving();
     }
 }
 
@@ -166,8 +220,7 @@ impl<T> SharedInput<T> {
 
     /// Whether a sibling holds, or may be about to hold, items to steal.
     fn may_hold(&self) -> bool {
-        let siblings = &self.siblings;
-        siblings.receiving.load(Ordering::SeqCst) + siblings.holders.load(Ordering::SeqCst) > 0
+        self.siblings.may_hold()
     }
 
     /// Counts the caller as receiving from a shared edge (a dealt chunk was counted by its
@@ -182,7 +235,7 @@ impl<T> SharedInput<T> {
     /// chunk (`got`: whether there was one) is stashed.
     fn stop_receiving(&self, got: bool) {
         if !self.dealt || got {
-            self.siblings.receiving.fetch_sub(1, Ordering::SeqCst);
+            self.siblings.stop_receiving();
         }
     }
 
@@ -245,7 +298,7 @@ impl<T> SharedInput<T> {
         let stolen: Vec<T> = stash.items.drain(kept..).collect();
         if stash.items.is_empty() {
             // The victim counted as a holder for a non-empty stash: it stops now.
-            siblings.holders.fetch_sub(1, Ordering::SeqCst);
+            siblings.stop_holding();
         }
         // The owner has taken `pops - pops_at_load` items from the front.
         let front = stash.base + (stash.pops - stash.pops_at_load);
@@ -258,6 +311,18 @@ impl<T> SharedInput<T> {
         stash.lent += 1;
         Some((stolen, loan))
     }
+}
+
+/// What one look at a consumer's input found.
+enum Look {
+    /// A chunk, from the edge or a sibling.
+    Took(Took),
+    /// Nothing: the edge is open and empty, and nothing could be stolen.
+    Empty,
+    /// Nothing yet: the edge is closed, but a sibling holds items or is about to.
+    Held,
+    /// The end: the edge is closed and no sibling holds anything.
+    Closed,
 }
 
 /// What a thief last saw of a sibling's stash.
@@ -372,7 +437,7 @@ impl<T> Inbox<T> {
                 let item = stash.items.pop_front();
                 stash.pops += 1;
                 if item.is_some() && stash.items.is_empty() {
-                    self.shared.siblings.holders.fetch_sub(1, Ordering::SeqCst);
+                    self.shared.siblings.stop_holding();
                 }
                 item
             }
@@ -412,14 +477,34 @@ impl<T> Inbox<T> {
         }
     }
 
-    /// Takes the next chunk if one is ready, without blocking.
+    /// Takes the next chunk if one is ready, without blocking: [`Recv::TimedOut`] when
+    /// none is, or when the edge is closed but a sibling may still hold items.
     pub(crate) fn try_take(&mut self) -> Recv<Took> {
+        match self.look() {
+            Look::Took(took) => Recv::Got(took),
+            Look::Closed => Recv::Closed,
+            Look::Empty | Look::Held => Recv::TimedOut,
+        }
+    }
+
+    /// One look at the edge, then at the siblings' stashes.
+    fn look(&mut self) -> Look {
         self.shared.start_receiving();
         let got = self.shared.input.try_recv();
-        match self.received(got) {
-            Recv::Closed => self.steal_or(Recv::Closed),
-            Recv::TimedOut => self.steal_or(Recv::TimedOut),
-            other => other,
+        let closed = match self.received(got) {
+            Recv::Got(took) => return Look::Took(took),
+            Recv::Closed => true,
+            Recv::TimedOut | Recv::Cancelled => false,
+        };
+        if let Some((stolen, loan)) = self.shared.steal(&self.stash, &mut self.seen) {
+            let n = stolen.len();
+            self.load_keyed(stolen, loan.key, Some(loan.base));
+            return Look::Took(Took::Stolen(n, loan));
+        }
+        match (closed, self.shared.may_hold()) {
+            (false, _) => Look::Empty,
+            (true, true) => Look::Held,
+            (true, false) => Look::Closed,
         }
     }
 
@@ -440,56 +525,43 @@ impl<T> Inbox<T> {
         took
     }
 
-    /// Steals from a sibling, or returns `otherwise` — as "nothing yet" when the input is
-    /// closed but siblings still hold items.
-    fn steal_or(&mut self, otherwise: Recv<Took>) -> Recv<Took> {
-        if let Some((stolen, loan)) = self.shared.steal(&self.stash, &mut self.seen) {
-            let n = stolen.len();
-            self.load_keyed(stolen, loan.key, Some(loan.base));
-            return Recv::Got(Took::Stolen(n, loan));
-        }
-        match otherwise {
-            Recv::Closed if self.shared.may_hold() => Recv::TimedOut,
-            other => other,
-        }
-    }
-
     /// Waits for the next chunk until `deadline` at most, stealing from siblings while it
     /// waits.
+    ///
+    /// A consumer counts as receiving only while it takes a chunk that is there (a look):
+    /// it waits for the edge to be ready without taking anything, so a sibling that finds
+    /// the edge closed does not wait on one merely blocked on it.
     pub(crate) fn take(&mut self, token: &CancelToken, deadline: Option<Instant>) -> Recv<Took> {
         loop {
-            match self.try_take() {
-                Recv::TimedOut => {}
-                got => return got,
+            let held = match self.look() {
+                Look::Took(took) => return Recv::Got(took),
+                Look::Closed => return Recv::Closed,
+                Look::Empty => false,
+                Look::Held => true,
+            };
+            if token.is_cancelled() {
+                return Recv::Cancelled;
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
                 return Recv::TimedOut;
+            }
+            let poll = now + STEAL_POLL;
+            let poll = deadline.map_or(poll, |d| d.min(poll));
+            if held {
+                // The edge is closed, but a sibling holds items (look again soon, to steal
+                // them) or is about to (it will be done at once): wait until no sibling
+                // does, or the poll.
+                self.shared.siblings.wait_quiet(poll);
+                continue;
             }
             // While a sibling holds items, look again soon; otherwise wait for input. A
             // dealt lane's reader also looks while a chunk is on its way to a sibling: it may
             // get stuck there while the distributor waits on that sibling's lane, and
             // nothing more comes to this one.
             let look = self.shared.holders() > 0 || (self.shared.dealt && self.shared.may_hold());
-            let until = if look {
-                let poll = Instant::now() + STEAL_POLL;
-                Some(deadline.map_or(poll, |d| d.min(poll)))
-            } else {
-                deadline
-            };
-            self.shared.start_receiving();
-            let got = self.shared.input.recv(token, until);
-            match self.received(got) {
-                Recv::Got(took) => return Recv::Got(took),
-                Recv::Cancelled => return Recv::Cancelled,
-                Recv::Closed if !self.shared.may_hold() => {
-                    return self.steal_or(Recv::Closed);
-                }
-                Recv::Closed => std::thread::sleep(STEAL_POLL.min(
-                    deadline.map_or(STEAL_POLL, |d| d.saturating_duration_since(Instant::now())),
-                )),
-                Recv::TimedOut => {}
-            }
-            if token.is_cancelled() {
+            let until = if look { Some(poll) } else { deadline };
+            if let Recv::Cancelled = self.shared.input.wait(token, until) {
                 return Recv::Cancelled;
             }
         }
@@ -504,7 +576,7 @@ impl<T> Inbox<T> {
                 let items: Vec<T> = {
                     let mut stash = self.stash.lock();
                     if !stash.items.is_empty() {
-                        self.shared.siblings.holders.fetch_sub(1, Ordering::SeqCst);
+                        self.shared.siblings.stop_holding();
                     }
                     stash.items.drain(..).collect()
                 };

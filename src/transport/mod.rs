@@ -124,6 +124,40 @@ impl<T> EdgeRx<T> {
         recv_or_cancel(&self.rx, token, deadline)
     }
 
+    /// Waits until a chunk is ready, the edge is closed, `token` is cancelled or
+    /// `deadline` passes, without taking anything: [`Recv::Got`] when the edge is ready
+    /// (a chunk, or its end), [`Recv::Cancelled`] or [`Recv::TimedOut`] otherwise. Spins a
+    /// little before it parks, like [`recv`](Self::recv).
+    pub(crate) fn wait(&self, token: &CancelToken, deadline: Option<Instant>) -> Recv<()> {
+        let mut backoff = Backoff::default();
+        loop {
+            if token.is_cancelled() {
+                return Recv::Cancelled;
+            }
+            if !self.rx.is_empty() {
+                return Recv::Got(());
+            }
+            if !backoff.snooze() || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        let mut sel = Select::new();
+        let ready = sel.recv(&self.rx);
+        sel.recv(token.signal());
+        let index = match deadline {
+            None => sel.ready(),
+            Some(d) => match sel.ready_deadline(d) {
+                Ok(index) => index,
+                Err(_) => return Recv::TimedOut,
+            },
+        };
+        if index == ready {
+            Recv::Got(())
+        } else {
+            Recv::Cancelled
+        }
+    }
+
     /// The next chunk if one is ready ([`Recv::TimedOut`] when none is).
     pub(crate) fn try_recv(&self) -> Recv<Vec<T>> {
         match self.rx.try_recv() {
