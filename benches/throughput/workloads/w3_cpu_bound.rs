@@ -53,7 +53,7 @@ pub fn run(mode: &Mode, out: &mut Out) {
         "W3",
         "vs_rayon",
         pw.rate_ratios(&rayon),
-        Target::AtLeast(0.95),
+        Target::AtLeast(1.0),
     );
     out.headline_median("W3", "vs_pariter", pw.rate_ratios(&pariter), Target::None);
     // The plain run's rate over the recording run's: the recording run's time over the
