@@ -23,10 +23,26 @@ fn rendezvous<R>(make: impl Fn(&'static AtomicUsize, &'static AtomicUsize) -> R)
 where
     R: StageRunner<u64, u64> + 'static,
 {
+    rendezvous_after(Duration::ZERO, make)
+}
+
+/// [`rendezvous`], with the source pausing for `pause` before the slow items.
+fn rendezvous_after<R>(
+    pause: Duration,
+    make: impl Fn(&'static AtomicUsize, &'static AtomicUsize) -> R,
+) -> usize
+where
+    R: StageRunner<u64, u64> + 'static,
+{
     let arrived: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
     let met: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
     let p = Pipeline::new().stage("shift", make(arrived, met));
-    let (mut out, report) = p.collect(0..CHEAP + SLOW as u64).unwrap();
+    let source = (0..CHEAP + SLOW as u64).inspect(move |&x| {
+        if x == CHEAP {
+            std::thread::sleep(pause);
+        }
+    });
+    let (mut out, report) = p.collect(source).unwrap();
     assert!(report.totals().is_balanced());
     // An ordered pool keeps order; the others may not.
     if report.stages[0].kind != "ordered" {
@@ -697,5 +713,24 @@ fn work_lent_between_ordered_workers_keeps_order_and_exact_prefixes() {
                 got.last()
             );
         }
+    }
+}
+
+#[test]
+fn a_dynamic_pool_down_to_one_worker_spreads_a_burst_of_slow_items() {
+    let _dog = watchdog("lone dynamic worker", 120);
+    // The source pauses after the cheap items for longer than the idle timeout: every
+    // worker but the last retires, and the slow items then arrive in one chunk (chunks have
+    // grown while items were cheap) at that one worker. The pool must grow and its new
+    // workers take them over; before, a worker without siblings kept its chunk private.
+    for _ in 0..3 {
+        let met = rendezvous_after(Duration::from_millis(200), |arrived, met| {
+            Dynamic::new(
+                SLOW,
+                common::fallible(move |x: u64, cx: &Context| Ok(slow_step(x, cx, arrived, met))),
+            )
+            .idle_timeout(Duration::from_millis(50))
+        });
+        assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
     }
 }

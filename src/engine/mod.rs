@@ -205,7 +205,7 @@ where
         let shape = Arc::clone(last.shape());
         let mut lp = SinkLoop {
             run,
-            inbox: Inbox::new(SharedInput::new(last), shape, 0),
+            inbox: Inbox::new(SharedInput::lone(last), shape, 0),
             pacer: Pacer::new(1),
             report: SinkReport::default(),
             delivered,

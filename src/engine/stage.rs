@@ -520,7 +520,14 @@ impl<'scope> Launcher<'scope, '_> {
         let run = self.spawner.run();
         let (tx, rx) = self.spawner.edge_into(index + 1);
         let stage = &run.stages[index];
-        let input = SharedInput::new(input);
+        // A runner that keeps order reads alone (or deals to lanes of its own): its
+        // chunks stay private. Any other runner's workers stash theirs (see
+        // `transport::inbox`).
+        let input = if runner.keeps_order() {
+            SharedInput::lone(input)
+        } else {
+            SharedInput::new(input)
+        };
         let handle = StageHandle::new(self.spawner.clone(), stage, policy, input, tx);
         let lane = Arc::clone(&handle.lane.0);
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| runner.start(handle))) {

@@ -83,6 +83,10 @@ impl<M> Dynamic<M> {
     }
 
     /// How long a worker waits for work before it retires (`Duration::MAX`: never).
+    ///
+    /// A worker takes over items stuck behind a sibling's slow item only once it has seen
+    /// the sibling stuck for about half a millisecond: workers that retire sooner than that
+    /// (`Duration::ZERO`, "retire at once") leave such items to their sibling.
     #[must_use]
     pub fn idle_timeout(mut self, idle: Duration) -> Self {
         self.idle = idle;

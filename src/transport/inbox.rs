@@ -89,8 +89,6 @@ const STEAL_AFTER: Duration = Duration::from_nanos(super::pace::BUDGET_NS);
 pub(crate) struct Siblings<T> {
     /// Their stashes.
     stashes: Mutex<Vec<Weak<Stash<T>>>>,
-    /// Consumers reading now.
-    readers: AtomicUsize,
     /// Consumers holding a non-empty stash.
     holders: AtomicUsize,
     /// Chunks between an edge and a stash: a consumer that finds its edge closed must not
@@ -106,7 +104,7 @@ pub(crate) struct Siblings<T> {
     quiet: Condvar,
 }
 
-// Ordering: SeqCst on `readers`, `holders` and `receiving`. A chunk is counted as receiving
+// Ordering: SeqCst on `holders` and `receiving`. A chunk is counted as receiving
 // before it leaves the edge (or enters a lane), is stashed, counted as held, and only then
 // uncounted as receiving; a stash is emptied before its owner stops holding: a consumer
 // that found its edge closed (so every chunk was already taken) and then reads both counts
@@ -117,7 +115,6 @@ impl<T> Siblings<T> {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Siblings {
             stashes: Mutex::new(Vec::new()),
-            readers: AtomicUsize::new(0),
             holders: AtomicUsize::new(0),
             receiving: AtomicUsize::new(0),
             waiters: AtomicUsize::new(0),
@@ -187,6 +184,11 @@ pub(crate) struct SharedInput<T> {
     siblings: Arc<Siblings<T>>,
     /// Whether a distributor deals the chunks (and counts them in `receiving`).
     dealt: bool,
+    /// Whether its reader reads alone and keeps its order (a FIFO stage, the sink): its
+    /// chunks stay private. Any other reader stashes every chunk of more than one item,
+    /// even while it has no sibling: a pool may grow (a dynamic pool down to one worker
+    /// when a chunk of slow items arrives) and its new workers must reach the chunk.
+    lone: bool,
 }
 
 impl<T> SharedInput<T> {
@@ -196,6 +198,17 @@ impl<T> SharedInput<T> {
             input,
             siblings: Siblings::new(),
             dealt: false,
+            lone: false,
+        })
+    }
+
+    /// The input of `input` for a reader that reads it alone and keeps its order.
+    pub(crate) fn lone(input: EdgeRx<T>) -> Arc<Self> {
+        Arc::new(SharedInput {
+            input,
+            siblings: Siblings::new(),
+            dealt: false,
+            lone: true,
         })
     }
 
@@ -205,6 +218,7 @@ impl<T> SharedInput<T> {
             input,
             siblings: Arc::clone(siblings),
             dealt: true,
+            lone: false,
         })
     }
 
@@ -398,7 +412,6 @@ impl<T> Inbox<T> {
         }));
         let siblings = &shared.siblings;
         siblings.stashes.lock().push(Arc::downgrade(&stash));
-        siblings.readers.fetch_add(1, Ordering::SeqCst);
         Inbox {
             shared,
             shape,
@@ -463,10 +476,13 @@ impl<T> Inbox<T> {
         debug_assert_eq!(self.buffered(), 0);
         self.base = stolen.unwrap_or(0);
         let siblings = &self.shared.siblings;
-        if chunk.len() > 1 && siblings.readers.load(Ordering::SeqCst) > 1 {
+        if chunk.len() > 1 && !self.shared.lone {
             let mut stash = self.stash.lock();
             stash.items.extend(chunk);
             stash.key = key;
+            // An ordered pool's worker took the count at the end of its last turn; a
+            // pool's worker never does.
+            stash.lent = 0;
             stash.stolen = stolen.is_some();
             stash.base = self.base;
             stash.pops_at_load = stash.pops;
@@ -599,6 +615,5 @@ impl<T> Drop for Inbox<T> {
         // Items still stashed are the owner's to count (it discards them before this);
         // what is left here is dropped with the stash.
         let _ = self.discard();
-        self.shared.siblings.readers.fetch_sub(1, Ordering::SeqCst);
     }
 }
