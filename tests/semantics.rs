@@ -12,31 +12,21 @@ use std::time::{Duration, Instant};
 
 use common::watchdog;
 use pipework::runner::StageRunner;
-use pipework::{Context, Dynamic, Fifo, Fixed, Ordered, Pipeline};
+use pipework::{Context, Dynamic, Emitter, Fifo, Fixed, Ordered, Pipeline, Processor};
 
 const CHEAP: u64 = 20_000;
 const SLOW: usize = 10;
 
-/// A processor for a cost shift: `CHEAP` trivial items, then `SLOW` items that each wait
-/// until all `SLOW` are in progress at once (or 5 s). Returns how many got there.
-fn rendezvous<R>(make: impl Fn(&'static AtomicUsize, &'static AtomicUsize) -> R) -> usize
-where
-    R: StageRunner<u64, u64> + 'static,
-{
-    rendezvous_after(Duration::ZERO, make)
-}
-
-/// [`rendezvous`], with the source pausing for `pause` before the slow items.
-fn rendezvous_after<R>(
-    pause: Duration,
-    make: impl Fn(&'static AtomicUsize, &'static AtomicUsize) -> R,
-) -> usize
+/// A cost shift through the runner `make` builds around a processor: `CHEAP` trivial
+/// items, then (after the source pauses for `pause`) `SLOW` items that each wait until all
+/// `SLOW` are in progress at once (or 5 s). Returns how many got there.
+fn rendezvous<R>(pause: Duration, make: impl Fn(Step) -> R) -> usize
 where
     R: StageRunner<u64, u64> + 'static,
 {
     let arrived: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
     let met: &'static AtomicUsize = Box::leak(Box::new(AtomicUsize::new(0)));
-    let p = Pipeline::new().stage("shift", make(arrived, met));
+    let p = Pipeline::new().stage("shift", make(Step { arrived, met }));
     let source = (0..CHEAP + SLOW as u64).inspect(move |&x| {
         if x == CHEAP {
             std::thread::sleep(pause);
@@ -53,6 +43,36 @@ where
         "outputs lost or out of order"
     );
     met.load(Ordering::SeqCst)
+}
+
+/// The processor of [`rendezvous`]: [`slow_step`] on every item.
+#[derive(Clone, Copy)]
+struct Step {
+    arrived: &'static AtomicUsize,
+    met: &'static AtomicUsize,
+}
+
+impl Processor<u64, u64> for Step {
+    fn process(
+        &mut self,
+        x: u64,
+        cx: &Context<'_>,
+        out: &mut Emitter<'_, u64>,
+    ) -> Result<(), pipework::BoxError> {
+        out.emit(slow_step(x, cx, self.arrived, self.met));
+        Ok(())
+    }
+}
+
+/// `runs` rendezvous through `make`'s runner: every slow item gets there every time.
+fn all_slow_items_meet<R>(runs: usize, pause: Duration, make: impl Fn(Step) -> R)
+where
+    R: StageRunner<u64, u64> + 'static,
+{
+    for _ in 0..runs {
+        let met = rendezvous(pause, &make);
+        assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
+    }
 }
 
 fn slow_step(x: u64, cx: &Context, arrived: &AtomicUsize, met: &AtomicUsize) -> u64 {
@@ -74,43 +94,19 @@ fn slow_step(x: u64, cx: &Context, arrived: &AtomicUsize, met: &AtomicUsize) -> 
 #[test]
 fn a_fixed_pool_keeps_every_worker_busy_when_item_cost_shifts() {
     let _dog = watchdog("cost shift fixed", 120);
-    for _ in 0..5 {
-        let met = rendezvous(|arrived, met| {
-            Fixed::new(
-                SLOW,
-                common::fallible(move |x: u64, cx: &Context| Ok(slow_step(x, cx, arrived, met))),
-            )
-        });
-        assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
-    }
+    all_slow_items_meet(5, Duration::ZERO, |step| Fixed::new(SLOW, step));
 }
 
 #[test]
 fn a_dynamic_pool_keeps_every_worker_busy_when_item_cost_shifts() {
     let _dog = watchdog("cost shift dynamic", 120);
-    for _ in 0..5 {
-        let met = rendezvous(|arrived, met| {
-            Dynamic::new(
-                SLOW,
-                common::fallible(move |x: u64, cx: &Context| Ok(slow_step(x, cx, arrived, met))),
-            )
-        });
-        assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
-    }
+    all_slow_items_meet(5, Duration::ZERO, |step| Dynamic::new(SLOW, step));
 }
 
 #[test]
 fn an_ordered_pool_keeps_every_worker_busy_when_item_cost_shifts_and_keeps_order() {
     let _dog = watchdog("cost shift ordered", 120);
-    for _ in 0..5 {
-        let met = rendezvous(|arrived, met| {
-            Ordered::new(
-                SLOW,
-                common::fallible(move |x: u64, cx: &Context| Ok(slow_step(x, cx, arrived, met))),
-            )
-        });
-        assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
-    }
+    all_slow_items_meet(5, Duration::ZERO, |step| Ordered::new(SLOW, step));
 }
 
 fn shifted<R: StageRunner<u64, u64>>(runner: R) -> Duration {
@@ -723,14 +719,7 @@ fn a_dynamic_pool_down_to_one_worker_spreads_a_burst_of_slow_items() {
     // worker but the last retires, and the slow items then arrive in one chunk (chunks have
     // grown while items were cheap) at that one worker. The pool must grow and its new
     // workers take them over; before, a worker without siblings kept its chunk private.
-    for _ in 0..3 {
-        let met = rendezvous_after(Duration::from_millis(200), |arrived, met| {
-            Dynamic::new(
-                SLOW,
-                common::fallible(move |x: u64, cx: &Context| Ok(slow_step(x, cx, arrived, met))),
-            )
-            .idle_timeout(Duration::from_millis(50))
-        });
-        assert_eq!(met, SLOW, "only {met} of {SLOW} slow items ran at once");
-    }
+    all_slow_items_meet(3, Duration::from_millis(200), |step| {
+        Dynamic::new(SLOW, step).idle_timeout(Duration::from_millis(50))
+    });
 }

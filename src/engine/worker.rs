@@ -582,8 +582,9 @@ impl<In, Out> Worker<'_, In, Out> {
         let lent = self.inbox.take_lent();
         let whole = match &self.turns {
             Some(turns) if lent > 0 => {
-                let loans = Arc::clone(&turns.loans);
-                loans.forward(turns.lane, lent, &mut self.outbox, self.out_token)
+                turns
+                    .loans
+                    .forward(turns.lane, lent, &mut self.outbox, self.out_token)
             }
             _ => true,
         };

@@ -194,31 +194,25 @@ pub(crate) struct SharedInput<T> {
 impl<T> SharedInput<T> {
     /// The shared input of `input`: its readers are siblings.
     pub(crate) fn new(input: EdgeRx<T>) -> Arc<Self> {
-        Arc::new(SharedInput {
-            input,
-            siblings: Siblings::new(),
-            dealt: false,
-            lone: false,
-        })
+        Self::with(input, Siblings::new(), false, false)
     }
 
     /// The input of `input` for a reader that reads it alone and keeps its order.
     pub(crate) fn lone(input: EdgeRx<T>) -> Arc<Self> {
-        Arc::new(SharedInput {
-            input,
-            siblings: Siblings::new(),
-            dealt: false,
-            lone: true,
-        })
+        Self::with(input, Siblings::new(), false, true)
     }
 
     /// A lane a distributor deals chunks into, whose reader is one of `siblings`.
     pub(crate) fn dealt(input: EdgeRx<T>, siblings: &Arc<Siblings<T>>) -> Arc<Self> {
+        Self::with(input, Arc::clone(siblings), true, false)
+    }
+
+    fn with(input: EdgeRx<T>, siblings: Arc<Siblings<T>>, dealt: bool, lone: bool) -> Arc<Self> {
         Arc::new(SharedInput {
             input,
-            siblings: Arc::clone(siblings),
-            dealt: true,
-            lone: false,
+            siblings,
+            dealt,
+            lone,
         })
     }
 

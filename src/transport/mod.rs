@@ -129,17 +129,10 @@ impl<T> EdgeRx<T> {
     /// (a chunk, or its end), [`Recv::Cancelled`] or [`Recv::TimedOut`] otherwise. Spins a
     /// little before it parks, like [`recv`](Self::recv).
     pub(crate) fn wait(&self, token: &CancelToken, deadline: Option<Instant>) -> Recv<()> {
-        let mut backoff = Backoff::default();
-        loop {
-            if token.is_cancelled() {
-                return Recv::Cancelled;
-            }
-            if !self.rx.is_empty() {
-                return Recv::Got(());
-            }
-            if !backoff.snooze() || deadline.is_some_and(|d| Instant::now() >= d) {
-                break;
-            }
+        if let Some(done) = spin(token, deadline, || {
+            (!self.rx.is_empty()).then_some(Recv::Got(()))
+        }) {
+            return done;
         }
         let mut sel = Select::new();
         let ready = sel.recv(&self.rx);
@@ -283,6 +276,27 @@ impl Backoff {
     }
 }
 
+/// The short wait before parking (see [`Backoff`]): tries `attempt` until it has an answer,
+/// `token` is cancelled, the backoff is over or `deadline` passes. `None`: time to park.
+fn spin<R>(
+    token: &CancelToken,
+    deadline: Option<Instant>,
+    mut attempt: impl FnMut() -> Option<Recv<R>>,
+) -> Option<Recv<R>> {
+    let mut backoff = Backoff::default();
+    loop {
+        if token.is_cancelled() {
+            return Some(Recv::Cancelled);
+        }
+        if let Some(done) = attempt() {
+            return Some(done);
+        }
+        if !backoff.snooze() || deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
+        }
+    }
+}
+
 /// What a blocking receive found.
 #[derive(Debug)]
 pub(crate) enum Recv<M> {
@@ -303,19 +317,12 @@ pub(crate) fn recv_or_cancel<M>(
     token: &CancelToken,
     deadline: Option<Instant>,
 ) -> Recv<M> {
-    let mut backoff = Backoff::default();
-    loop {
-        if token.is_cancelled() {
-            return Recv::Cancelled;
-        }
-        match rx.try_recv() {
-            Ok(m) => return Recv::Got(m),
-            Err(TryRecvError::Disconnected) => return Recv::Closed,
-            Err(TryRecvError::Empty) => {}
-        }
-        if !backoff.snooze() || deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
+    if let Some(done) = spin(token, deadline, || match rx.try_recv() {
+        Ok(m) => Some(Recv::Got(m)),
+        Err(TryRecvError::Disconnected) => Some(Recv::Closed),
+        Err(TryRecvError::Empty) => None,
+    }) {
+        return done;
     }
     let mut sel = Select::new();
     let recv = sel.recv(rx);
