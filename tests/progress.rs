@@ -44,7 +44,9 @@ fn snapshots_grow_and_show_the_bottleneck_and_queues() {
         sunk.windows(2).all(|w| w[0] <= w[1]),
         "progress went backwards: {sunk:?}"
     );
-    assert!(*sunk.last().unwrap() < 300, "no snapshot was taken mid-run");
+    // Mid-run: before the last item reached the sink. The last snapshot may come after it,
+    // while the run's threads end (a loaded machine can take a tick for that).
+    assert!(sunk.iter().any(|&n| n < 300), "no snapshot was taken mid-run");
     assert!(
         snapshots.iter().any(|r| r.stages[1].queued > 0),
         "the slow stage never had a queue"
