@@ -46,7 +46,10 @@ fn snapshots_grow_and_show_the_bottleneck_and_queues() {
     );
     // Mid-run: before the last item reached the sink. The last snapshot may come after it,
     // while the run's threads end (a loaded machine can take a tick for that).
-    assert!(sunk.iter().any(|&n| n < 300), "no snapshot was taken mid-run");
+    assert!(
+        sunk.iter().any(|&n| n < 300),
+        "no snapshot was taken mid-run"
+    );
     assert!(
         snapshots.iter().any(|r| r.stages[1].queued > 0),
         "the slow stage never had a queue"
