@@ -72,6 +72,14 @@
 //! - **Joining.** Every thread's `ScopedJoinHandle` is sent to the calling thread, which
 //!   joins them all explicitly (so the OS threads are gone, not just finished) before
 //!   `run` returns.
+//! - **Lending threads.** A worker waiting for input whose runner allows it (a dynamic
+//!   pool's, unless it is the pool's last) sits on the run's bench (`threads`); a thread
+//!   the run starts meanwhile is given to a sitting worker instead of a new OS thread, and
+//!   in a run whose workers lend, a thread whose body has returned waits a few
+//!   milliseconds as a spare. The chosen worker's wait returns `Next::Lent`, its runner
+//!   returns, and the thread runs the lent body only after the worker's body — its stage
+//!   handle, its senders — is gone: the sender rule above holds body by body. Spares wake
+//!   on cancellation and when the sink loop is done, before the join.
 //! - **Observing costs nothing when off.** The timeline's hooks take the times the engine
 //!   measures anyway for the report — a worker's `refill`, the sink loop's chunk and wait,
 //!   the source's flush — behind one branch per chunk on an `Option` recorder (the
@@ -101,6 +109,13 @@ mod trace;
 mod worker;
 
 pub use stage::{StageHandle, StageRunner};
+
+/// Clears what a thread body may leave in thread-locals for the panic report of a later
+/// one: a thread lent to another stage (`threads`) starts that body afresh.
+pub(crate) fn forget_thread_state() {
+    worker::forget_thread_state();
+    state::forget_thread_state();
+}
 pub use worker::{Next, Worker};
 
 pub(crate) use sink::{Consumer, Progress, ToFn, ToSink};
@@ -200,6 +215,7 @@ where
                 error: format!("cannot start the source thread: {e}").into(),
             });
         }
+        let bench = Arc::clone(spawner.bench());
         let last = chain.launch(&Launcher { spawner }, first_rx);
 
         let shape = Arc::clone(last.shape());
@@ -231,6 +247,9 @@ where
             output = consumer.consume(&mut feed);
         }
         done.cancel();
+        // Every stage is done, or the run is cancelled: no thread waits as a spare now.
+        bench.close();
+        drop(bench);
 
         reaper.join_all();
         // Count what is left in the queues; deliver the failures still on their way.

@@ -102,6 +102,11 @@ thread_local! {
     static PANICKED_IN_CALL: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
+/// Forgets a panicked call noted on this thread.
+pub(super) fn forget_thread_state() {
+    PANICKED_IN_CALL.with(Cell::take);
+}
+
 /// One stage as the run sees it.
 pub(crate) struct StageState {
     /// The stage's position and name.

@@ -10,6 +10,7 @@ use super::record::{Cycle, Observe, Recorder};
 use super::sink::Deliveries;
 use super::stage::StageHandle;
 use super::state::{Place, RunState, StageState, turn_key};
+use super::threads::{Bench, MayGo};
 use super::trace;
 use crate::context::{CancelToken, Cancelled, Context};
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
@@ -64,6 +65,11 @@ pub(super) fn handed_on_before_panicking() -> Option<Place> {
     HANDED_ON.with(std::cell::Cell::take)
 }
 
+/// Forgets what a worker left for its thread's panic report.
+pub(super) fn forget_thread_state() {
+    HANDED_ON.with(std::cell::Cell::take);
+}
+
 /// Who checks for cancellation around a unit's first attempt.
 #[derive(Clone, Copy)]
 enum Checked {
@@ -82,6 +88,9 @@ pub enum Next<T> {
     Idle,
     /// The input has ended, or the run was cancelled.
     End,
+    /// The worker's thread was lent to another stage of the run (see
+    /// [`Worker::lend_when_idle`]): the runner must return from the worker at once.
+    Lent,
 }
 
 /// One worker of a stage: its input, its output, and the stage's policy and counters.
@@ -147,6 +156,16 @@ pub struct Worker<'scope, In: 'scope, Out: 'scope> {
     timeline: Option<Box<Recorder>>,
     /// Where the track goes when the worker ends.
     observe: &'scope Observe,
+    /// The run's idle workers lending their threads.
+    bench: Arc<Bench<'scope>>,
+    /// Whether the runner lets this worker go, when it lends its thread (set by
+    /// `lend_when_idle`).
+    may_go: Option<MayGo<'scope>>,
+    /// Cancelled to wake the worker when its thread is chosen; a child of the stage's
+    /// token, so that cancelling the stage wakes it too. Made at the first sitting.
+    call: Option<CancelToken>,
+    /// Whether the worker's thread was lent: it hands out what it holds, then `Lent`.
+    lent: bool,
 }
 
 impl<'scope, In, Out> Worker<'scope, In, Out>
@@ -213,6 +232,10 @@ where
             taken_at_chunk: 0,
             timeline,
             observe,
+            bench: Arc::clone(handle.spawner.bench()),
+            may_go: None,
+            call: None,
+            lent: false,
         }
     }
 
@@ -228,8 +251,30 @@ where
     pub fn recv(&mut self) -> Option<In> {
         match self.next_until(None) {
             Next::Item(item) => Some(item),
-            Next::Idle | Next::End => None,
+            Next::Idle | Next::End | Next::Lent => None,
         }
+    }
+
+    /// Lets this worker's thread serve another stage of the run while the worker waits
+    /// for input, instead of that stage starting a new OS thread.
+    ///
+    /// From now on, while the worker waits in [`next_within`](Self::next_within) or
+    /// [`recv`](Self::recv), a thread the run starts (a pool growing, say) may be given to
+    /// it: the run first calls `may_go`, and only if it returns true is the worker chosen.
+    /// Its wait then returns [`Next::Lent`] (`recv`: `None`) once it has handed out the
+    /// items it holds, and the runner must return from the worker without waiting for
+    /// anything: the thread runs the other body after the worker's. A runner that returned
+    /// true has let the worker go (a dynamic pool counts it as retired).
+    ///
+    /// `may_go` is called on another thread, under a lock the whole run shares: it must
+    /// be quick and must not block. A thread that is lent keeps its first name, and what
+    /// user code left in its thread-locals; once this worker has ended, its thread may
+    /// also wait a few milliseconds for a thread body to run, as a spare. Pools that
+    /// wait on I/O in waves are what this is for: [`Dynamic`](crate::Dynamic) uses it, so
+    /// the workers of a stage that has run dry serve the next stage's burst.
+    pub fn lend_when_idle(&mut self, may_go: impl Fn() -> bool + Send + Sync + 'scope) {
+        self.may_go = Some(Arc::new(may_go));
+        self.bench.enroll();
     }
 
     /// The next input item, waiting at most `idle` for one to arrive.
@@ -246,15 +291,47 @@ where
             if let Some(item) = self.next_buffered() {
                 return Next::Item(item);
             }
+            if self.lent {
+                return Next::Lent;
+            }
             if self.cx.is_cancelled() {
                 return Next::End;
             }
             match self.refill(deadline) {
                 Recv::Got(()) => {}
+                // Chosen while waiting: what the wait found no longer matters.
+                _ if self.lent => return Next::Lent,
                 Recv::TimedOut => return Next::Idle,
                 Recv::Closed | Recv::Cancelled => return Next::End,
             }
         }
+    }
+
+    /// Waits for the next chunk until `deadline`, sitting on the run's bench meanwhile if
+    /// the runner lets this worker lend its thread (see `threads`, "Lending threads").
+    fn take_or_lend(&mut self, deadline: Option<Instant>) -> Recv<Took> {
+        let token = self.cx.stage_token();
+        let Some(may_go) = &self.may_go else {
+            return self.inbox.take(token, deadline);
+        };
+        let call = self.call.get_or_insert_with(|| {
+            let call = CancelToken::new();
+            token.attach(&call);
+            call
+        });
+        self.bench.sit(call, may_go);
+        let got = self.inbox.take(call, deadline);
+        if self.bench.stand() {
+            // Nobody chose this worker: a cancelled call is the stage's cancellation.
+            return got;
+        }
+        self.lent = true;
+        if let Recv::Got(_) = got {
+            // Took a chunk as it was chosen: the worker keeps its thread for the chunk,
+            // and the lent body goes on elsewhere at once.
+            self.bench.hand_on();
+        }
+        got
     }
 
     /// Items left in the current chunk.
@@ -310,7 +387,7 @@ where
             self.outbox.flush(self.out_token);
             self.sync_stats();
             let waiting = Instant::now();
-            got = self.inbox.take(self.cx.stage_token(), deadline);
+            got = self.take_or_lend(deadline);
             let woke = Instant::now();
             self.local[Counter::WaitNs] += nanos(woke.saturating_duration_since(waiting));
             waited = Some((waiting, woke));

@@ -140,7 +140,8 @@ where
                         false
                     }
                     Next::Idle => false,
-                    Next::End => true,
+                    // A batcher does not lend its thread: `Lent` never comes.
+                    Next::End | Next::Lent => true,
                 };
                 if w.context().is_cancelled() {
                     // The partial batch is not processed: the worker counts its items as

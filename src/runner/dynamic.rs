@@ -21,6 +21,13 @@ use crate::error::BoxError;
 /// keeps reading until the input ends. Maxima in the thousands are fine: a worker that
 /// waits on I/O costs a parked thread.
 ///
+/// The stages of a run share threads: while a worker waits for input, a thread another
+/// stage starts (its own pool growing, say) may be given to it instead of a new OS thread,
+/// and the worker retires as if idle (see
+/// [`Worker::lend_when_idle`](crate::runner::Worker::lend_when_idle)). A run of I/O-bound
+/// pools whose items move through the stages in waves thus needs about as many threads as
+/// items in flight, not that many per stage.
+///
 /// Slow items travel in chunks of one (see the crate's notes on chunking), so with enough
 /// workers every item is processed as soon as it arrives. Output order is not kept.
 ///
@@ -246,6 +253,10 @@ impl<'scope, M> Pool<'scope, M> {
         let place = Place(&self);
         let mut retired = false;
         if let Ok(mut processor) = self.config.factory.make(w.context()).map_err(|e| w.fail(e)) {
+            // An idle worker serves the run's other stages when this pool can do without
+            // it: the run retires it first, as an idle timeout would (never the last one).
+            let pool = Arc::clone(&self);
+            w.lend_when_idle(move || pool.retire());
             let mut seen = 0;
             loop {
                 let next = self.wait(&mut w, self.config.idle);
@@ -258,6 +269,10 @@ impl<'scope, M> Pool<'scope, M> {
                     Next::Idle => self.wait(&mut w, Duration::MAX),
                     next => next,
                 };
+                if let Next::Lent = next {
+                    retired = true;
+                    break;
+                }
                 let Next::Item(item) = next else { break };
                 if w.chunks() != seen {
                     seen = w.chunks();

@@ -4,7 +4,12 @@
 //! started) and late (1,000 ms in, with a thousand or more threads alive); the latency is
 //! from the `cancel()` call to `run()`'s return, by which time every thread of the run has
 //! been joined.
+//!
+//! The floor beside it: as many bare OS threads (on the same 64 KiB stacks), each blocked
+//! on a channel, woken by the channel's disconnect and joined — what waking and joining
+//! that many threads costs on this machine, with no pipeline at all.
 
+use std::convert::Infallible;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -98,6 +103,18 @@ pub fn run(mode: &Mode, out: &mut Out) {
         out.figure("W10", &format!("cancel_{at}ms_max_ms"), max);
         out.figure("W10", &format!("threads_at_cancel_{at}ms"), alive);
     }
+    // The floor: the same number of bare threads, blocked, woken, joined.
+    let alive: Vec<f64> = threads.concat();
+    if !alive.is_empty() {
+        let n = median(alive) as usize;
+        let bare: Vec<f64> = (0..mode.w10_repeats.max(3))
+            .map(|_| bare_threads_wake_and_join(n))
+            .collect();
+        let p50 = median(bare);
+        println!("  bare threads   {n:>6} blocked, woken by a disconnect, joined: p50 {p50:.2} ms");
+        out.figure("W10", "bare_threads", n as f64);
+        out.figure("W10", "bare_threads_p50_ms", p50);
+    }
     let mut all: Vec<f64> = latencies.concat();
     all.sort_by(f64::total_cmp);
     out.figure("W10", "samples", all.len() as f64);
@@ -109,4 +126,27 @@ pub fn run(mode: &Mode, out: &mut Out) {
         all.len(),
         Target::AtMost(30.0),
     );
+}
+
+/// Starts `n` threads on 64 KiB stacks blocked on one channel, disconnects it, and returns
+/// the milliseconds from the disconnect to the last join.
+fn bare_threads_wake_and_join(n: usize) -> f64 {
+    let (tx, rx) = crossbeam_channel::bounded::<Infallible>(0);
+    let mut at = Instant::now();
+    thread::scope(|s| {
+        for _ in 0..n {
+            let rx = rx.clone();
+            thread::Builder::new()
+                .stack_size(64 << 10)
+                .spawn_scoped(s, move || {
+                    let _ = rx.recv();
+                })
+                .expect("a bare thread starts");
+        }
+        // Every thread is blocked by now (starting them took far less).
+        thread::sleep(Duration::from_millis(200));
+        at = Instant::now();
+        drop(tx);
+    });
+    at.elapsed().as_secs_f64() * 1e3
 }
