@@ -461,19 +461,7 @@ where
             let _span = span.enter_here();
             let handle = handle;
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| body(&handle))) {
-                let kind = ErrorKind::Panic {
-                    site: Site::Stage {
-                        stage: stage.id.clone(),
-                        worker: index,
-                    },
-                    message: panic_message(&*payload),
-                };
-                match super::worker::handed_on_before_panicking() {
-                    Some(place) if worker && stage.deferred => {
-                        run.fail_at(kind, stage.id.index() + 1, place);
-                    }
-                    _ => run.fail(kind),
-                }
+                report_thread_panic(run, stage, index, worker, &*payload);
             }
         });
         match spawned {
@@ -494,6 +482,34 @@ where
     /// The stage's input.
     pub(super) fn input(&self) -> &EdgeRx<In> {
         self.lane.0.input.edge()
+    }
+}
+
+/// Records the panic that ended a thread of `stage`: at its position when a worker of a
+/// stage whose failures take effect there handed on what came before (see `worker`),
+/// otherwise as the run's error. Out of line: a thread's outermost frame stays small (a
+/// thread of an I/O-bound pool touches few pages of its stack).
+#[cold]
+#[inline(never)]
+fn report_thread_panic(
+    run: &RunState,
+    stage: &StageState,
+    index: usize,
+    worker: bool,
+    payload: &(dyn std::any::Any + Send),
+) {
+    let kind = ErrorKind::Panic {
+        site: Site::Stage {
+            stage: stage.id.clone(),
+            worker: index,
+        },
+        message: panic_message(payload),
+    };
+    match super::worker::handed_on_before_panicking() {
+        Some(place) if worker && stage.deferred => {
+            run.fail_at(kind, stage.id.index() + 1, place);
+        }
+        _ => run.fail(kind),
     }
 }
 

@@ -106,6 +106,15 @@ pub enum Next<T> {
 /// when the worker is dropped: as cancelled if the run was cancelled, as filtered
 /// otherwise. Items the worker holds when it is dropped count as cancelled.
 pub struct Worker<'scope, In: 'scope, Out: 'scope> {
+    /// The worker's state, on the heap (see `Parts`).
+    p: Box<Parts<'scope, In, Out>>,
+}
+
+/// A worker's state. Boxed: a runner moves its worker around by value, and the frames
+/// between a thread's start and a processor call stay small, so that a thread of an
+/// I/O-bound pool waiting in its processor touches two pages of its stack, not three
+/// (W4's resident memory is mostly thread stacks).
+struct Parts<'scope, In: 'scope, Out: 'scope> {
     /// What processors see.
     cx: Context<'scope>,
     /// The run's state.
@@ -179,6 +188,117 @@ where
         input: Arc<SharedInput<In>>,
         output: Output<'scope, Out>,
     ) -> Self {
+        Worker {
+            p: Parts::boxed(handle, index, input, output),
+        }
+    }
+
+    /// The context this worker's processor calls get.
+    pub fn context(&self) -> &Context<'scope> {
+        self.p.context()
+    }
+
+    /// The next input item, or `None` when the input has ended or the run was cancelled.
+    ///
+    /// Blocks while the input is empty; before blocking it sends the outputs it has
+    /// buffered, so that downstream stages never wait on a partial chunk.
+    pub fn recv(&mut self) -> Option<In> {
+        self.p.recv()
+    }
+
+    /// Lets this worker's thread serve another stage of the run while the worker waits
+    /// for input, instead of that stage starting a new OS thread.
+    ///
+    /// From now on, while the worker waits in [`next_within`](Self::next_within) or
+    /// [`recv`](Self::recv), a thread the run starts (a pool growing, say) may be given to
+    /// it: the run first calls `may_go`, and only if it returns true is the worker chosen.
+    /// Its wait then returns [`Next::Lent`] (`recv`: `None`) once it has handed out the
+    /// items it holds, and the runner must return from the worker without waiting for
+    /// anything: the thread runs the other body after the worker's. A runner that returned
+    /// true has let the worker go (a dynamic pool counts it as retired).
+    ///
+    /// `may_go` is called on another thread, under a lock the whole run shares: it must
+    /// be quick and must not block. A thread that is lent keeps its first name, and what
+    /// user code left in its thread-locals; once this worker has ended, its thread may
+    /// also wait a few milliseconds for a thread body to run, as a spare. Pools that
+    /// wait on I/O in waves are what this is for: [`Dynamic`](crate::Dynamic) uses it, so
+    /// the workers of a stage that has run dry serve the next stage's burst.
+    pub fn lend_when_idle(&mut self, may_go: impl Fn() -> bool + Send + Sync + 'scope) {
+        self.p.lend_when_idle(may_go);
+    }
+
+    /// The next input item, waiting at most `idle` for one to arrive.
+    pub fn next_within(&mut self, idle: Duration) -> Next<In> {
+        self.p.next_within(idle)
+    }
+
+    /// Items left in the current chunk.
+    pub fn buffered(&self) -> usize {
+        self.p.buffered()
+    }
+
+    /// Chunks taken from the input so far.
+    pub fn chunks(&self) -> u64 {
+        self.p.chunks()
+    }
+
+    /// Runs `processor` on every input item until the input ends, the run is cancelled or
+    /// the stage fails.
+    pub fn run<P>(&mut self, processor: &mut P)
+    where
+        P: Processor<In, Out> + ?Sized,
+    {
+        self.p.run(processor);
+    }
+
+    /// Runs `processor` on one item and applies the stage's error policy (retries, then
+    /// routing or failing fast). Returns `false` when the worker should stop: the stage
+    /// failed, or the run was cancelled.
+    pub fn process<P>(&mut self, processor: &mut P, item: In) -> bool
+    where
+        P: Processor<In, Out> + ?Sized,
+    {
+        self.p.process(processor, item)
+    }
+
+    /// Runs `processor` on a batch of items that counts as one unit from now on (`k - 1`
+    /// of its `k` items are counted as merged).
+    pub fn process_batch<P>(&mut self, processor: &mut P, batch: Vec<In>) -> bool
+    where
+        P: Processor<Vec<In>, Out> + ?Sized,
+    {
+        self.p.process_batch(processor, batch)
+    }
+
+    /// Fails the run with a stage error (for instance when a worker cannot set itself up).
+    pub fn fail(&self, error: BoxError) {
+        self.p.fail(error);
+    }
+}
+
+impl<'scope, In, Out> Parts<'scope, In, Out>
+where
+    In: Send + 'scope,
+    Out: Send + 'scope,
+{
+    /// A new worker's state, made on the heap by a frame of its own: the caller's frame
+    /// (a thread's outermost) need not hold a copy.
+    #[inline(never)]
+    fn boxed(
+        handle: &StageHandle<'scope, '_, In, Out>,
+        index: usize,
+        input: Arc<SharedInput<In>>,
+        output: Output<'scope, Out>,
+    ) -> Box<Self> {
+        Box::new(Self::new(handle, index, input, output))
+    }
+
+    fn new(
+        handle: &StageHandle<'scope, '_, In, Out>,
+        index: usize,
+        input: Arc<SharedInput<In>>,
+        output: Output<'scope, Out>,
+    ) -> Self {
         let run = handle.spawner.run();
         let stage = handle.stage;
         stage.stats.worker_started();
@@ -204,7 +324,7 @@ where
             stage: stage.id.clone(),
             worker: index,
         });
-        Worker {
+        Parts {
             cx: Context::new(&stage.id, index, (&stage.intake, &run.token), run.deadline),
             out_token: if turns.is_some() {
                 &stage.intake
@@ -239,46 +359,27 @@ where
         }
     }
 
-    /// The context this worker's processor calls get.
-    pub fn context(&self) -> &Context<'scope> {
+    /// See [`Worker::context`].
+    fn context(&self) -> &Context<'scope> {
         &self.cx
     }
 
-    /// The next input item, or `None` when the input has ended or the run was cancelled.
-    ///
-    /// Blocks while the input is empty; before blocking it sends the outputs it has
-    /// buffered, so that downstream stages never wait on a partial chunk.
-    pub fn recv(&mut self) -> Option<In> {
+    /// See [`Worker::recv`].
+    fn recv(&mut self) -> Option<In> {
         match self.next_until(None) {
             Next::Item(item) => Some(item),
             Next::Idle | Next::End | Next::Lent => None,
         }
     }
 
-    /// Lets this worker's thread serve another stage of the run while the worker waits
-    /// for input, instead of that stage starting a new OS thread.
-    ///
-    /// From now on, while the worker waits in [`next_within`](Self::next_within) or
-    /// [`recv`](Self::recv), a thread the run starts (a pool growing, say) may be given to
-    /// it: the run first calls `may_go`, and only if it returns true is the worker chosen.
-    /// Its wait then returns [`Next::Lent`] (`recv`: `None`) once it has handed out the
-    /// items it holds, and the runner must return from the worker without waiting for
-    /// anything: the thread runs the other body after the worker's. A runner that returned
-    /// true has let the worker go (a dynamic pool counts it as retired).
-    ///
-    /// `may_go` is called on another thread, under a lock the whole run shares: it must
-    /// be quick and must not block. A thread that is lent keeps its first name, and what
-    /// user code left in its thread-locals; once this worker has ended, its thread may
-    /// also wait a few milliseconds for a thread body to run, as a spare. Pools that
-    /// wait on I/O in waves are what this is for: [`Dynamic`](crate::Dynamic) uses it, so
-    /// the workers of a stage that has run dry serve the next stage's burst.
-    pub fn lend_when_idle(&mut self, may_go: impl Fn() -> bool + Send + Sync + 'scope) {
+    /// See [`Worker::lend_when_idle`].
+    fn lend_when_idle(&mut self, may_go: impl Fn() -> bool + Send + Sync + 'scope) {
         self.may_go = Some(Arc::new(may_go));
         self.bench.enroll();
     }
 
-    /// The next input item, waiting at most `idle` for one to arrive.
-    pub fn next_within(&mut self, idle: Duration) -> Next<In> {
+    /// See [`Worker::next_within`].
+    fn next_within(&mut self, idle: Duration) -> Next<In> {
         if let Some(item) = self.next_buffered() {
             return Next::Item(item);
         }
@@ -334,13 +435,13 @@ where
         got
     }
 
-    /// Items left in the current chunk.
-    pub fn buffered(&self) -> usize {
+    /// See [`Worker::buffered`].
+    fn buffered(&self) -> usize {
         self.inbox.buffered()
     }
 
-    /// Chunks taken from the input so far.
-    pub fn chunks(&self) -> u64 {
+    /// See [`Worker::chunks`].
+    fn chunks(&self) -> u64 {
         self.chunks
     }
 
@@ -431,9 +532,8 @@ where
         }
     }
 
-    /// Runs `processor` on every input item until the input ends, the run is cancelled or
-    /// the stage fails.
-    pub fn run<P>(&mut self, processor: &mut P)
+    /// See [`Worker::run`].
+    fn run<P>(&mut self, processor: &mut P)
     where
         P: Processor<In, Out> + ?Sized,
     {
@@ -446,10 +546,8 @@ where
         }
     }
 
-    /// Runs `processor` on one item and applies the stage's error policy (retries, then
-    /// routing or failing fast). Returns `false` when the worker should stop: the stage
-    /// failed, or the run was cancelled.
-    pub fn process<P>(&mut self, processor: &mut P, item: In) -> bool
+    /// See [`Worker::process`].
+    fn process<P>(&mut self, processor: &mut P, item: In) -> bool
     where
         P: Processor<In, Out> + ?Sized,
     {
@@ -471,9 +569,8 @@ where
         self.process_unit(processor, item, &unit, checked)
     }
 
-    /// Runs `processor` on a batch of items that counts as one unit from now on (`k - 1`
-    /// of its `k` items are counted as merged).
-    pub fn process_batch<P>(&mut self, processor: &mut P, batch: Vec<In>) -> bool
+    /// See [`Worker::process_batch`].
+    fn process_batch<P>(&mut self, processor: &mut P, batch: Vec<In>) -> bool
     where
         P: Processor<Vec<In>, Out> + ?Sized,
     {
@@ -606,8 +703,8 @@ where
         false
     }
 
-    /// Fails the run with a stage error (for instance when a worker cannot set itself up).
-    pub fn fail(&self, error: BoxError) {
+    /// See [`Worker::fail`].
+    fn fail(&self, error: BoxError) {
         self.run.fail(ErrorKind::Stage {
             stage: self.stage.id.clone(),
             error,
@@ -615,7 +712,7 @@ where
     }
 }
 
-impl<In, Out> Worker<'_, In, Out> {
+impl<In, Out> Parts<'_, In, Out> {
     /// Before a failure that takes effect at its position: sends on every output of the
     /// items before the failing one, ends the turn (a loan, without its end), and marks
     /// the turn as the last one the collector takes. Returns the failing item's place.
@@ -727,7 +824,7 @@ impl<In, Out> Worker<'_, In, Out> {
     }
 }
 
-impl<In, Out> Drop for Worker<'_, In, Out> {
+impl<In, Out> Drop for Parts<'_, In, Out> {
     fn drop(&mut self) {
         if self.in_flight > 0 {
             // Dropped while a processor held a unit: the processor panicked. In a stage
@@ -801,10 +898,10 @@ impl<In, Out> Drop for Worker<'_, In, Out> {
 impl<In, Out> fmt::Debug for Worker<'_, In, Out> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker")
-            .field("stage", &self.stage.id)
-            .field("worker", &self.cx.worker())
-            .field("buffered_in", &self.inbox.buffered())
-            .field("buffered_out", &self.outbox.buffered())
+            .field("stage", &self.p.stage.id)
+            .field("worker", &self.p.cx.worker())
+            .field("buffered_in", &self.p.inbox.buffered())
+            .field("buffered_out", &self.p.outbox.buffered())
             .finish()
     }
 }

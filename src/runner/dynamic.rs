@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::{Condvar, Mutex};
 use std::time::Duration;
 
 use super::{Cloned, Factory, Init, check_workers};
@@ -13,10 +15,12 @@ use crate::error::BoxError;
 ///
 /// The thread counterpart of a token-bounded pool of goroutines, for I/O-latency-bound
 /// stages. Workers take chunks from the stage's input directly. A worker that takes a chunk
-/// while more input waits and no sibling is idle starts a sibling (unless the pool is at
-/// `max` or the next stage is already backed up), so a burst gets its workers in
-/// logarithmic time; a watcher thread does the same every millisecond, for a burst that
-/// arrives while every worker is busy with a long item. A worker idle for longer than
+/// while more input waits and no sibling is idle asks the pool's watcher thread for two
+/// siblings (started unless the pool is at `max`, the next stage is already backed up or
+/// no more chunks wait), so a burst gets its workers in logarithmic time; the watcher also
+/// looks every millisecond, for a burst that arrives while every worker is busy with a
+/// long item. Workers never start threads themselves, so a worker waiting on I/O keeps a
+/// shallow stack. A worker idle for longer than
 /// [`idle_timeout`](Self::idle_timeout) (default 1 s) retires — except the last one, which
 /// keeps reading until the input ends. Maxima in the thousands are fine: a worker that
 /// waits on I/O costs a parked thread.
@@ -131,6 +135,8 @@ where
             done: CancelToken::new(),
             active: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
+            wanted: Mutex::new(0),
+            bell: Condvar::new(),
         });
         if !pool.grow(&stage) {
             return;
@@ -161,6 +167,13 @@ struct Pool<'scope, M> {
     active: AtomicUsize,
     /// Workers waiting for input now.
     idle: AtomicUsize,
+    /// Workers asked for by workers that took a chunk while more input waited; the watcher
+    /// starts them. Workers do not start threads themselves: the thread of an I/O-bound
+    /// pool then never goes down the (deep) path of starting one, and touches fewer pages
+    /// of its stack.
+    wanted: Mutex<usize>,
+    /// Rung when `wanted` grows or the last worker ends.
+    bell: Condvar,
 }
 
 /// A place in the pool, given back when dropped.
@@ -170,6 +183,8 @@ impl<M> Drop for Place<'_, '_, M> {
     fn drop(&mut self) {
         if self.0.places.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.done.cancel();
+            let _wanted = self.0.wanted.lock();
+            self.0.bell.notify_one();
         }
     }
 }
@@ -205,24 +220,28 @@ impl<'scope, M> Pool<'scope, M> {
         started
     }
 
-    /// Starts a worker when input waits, nobody is idle and the next stage keeps up.
-    fn grow_if_needed<In, Out>(self: &Arc<Self>, stage: &StageHandle<'scope, '_, In, Out>)
+    /// Whether the pool should grow: it has room, input waits, nobody is idle and the next
+    /// stage keeps up.
+    fn needs_growth<In, Out>(&self, stage: &StageHandle<'scope, '_, In, Out>) -> bool
     where
         In: Send + 'scope,
         Out: Send + 'scope,
-        M: Factory<In, Out>,
     {
-        if stage.queued() > 0
+        self.places.load(Ordering::Acquire) < self.config.max
+            && stage.queued() > 0
             && self.idle.load(Ordering::Acquire) == 0
             && !stage.output_is_full()
             && !stage.is_cancelled()
-        {
-            self.grow(stage);
-        }
     }
 
-    /// The watcher: grows the pool when input waits while every worker is busy, until the
-    /// last worker has ended.
+    /// Asks the watcher for a worker (see `wanted`).
+    fn ask_for_worker(&self) {
+        *self.wanted.lock() += 1;
+        self.bell.notify_one();
+    }
+
+    /// The watcher: starts the workers asked for, and grows the pool when input waits while
+    /// every worker is busy (a look every millisecond), until the last worker has ended.
     fn watch<In, Out>(self: &Arc<Self>, stage: &StageHandle<'scope, '_, In, Out>)
     where
         In: Send + 'scope,
@@ -230,13 +249,26 @@ impl<'scope, M> Pool<'scope, M> {
         M: Factory<In, Out>,
     {
         while self.places.load(Ordering::Acquire) > 0 {
-            if self.done.sleep(WATCH_EVERY).is_err() {
+            let wanted = {
+                let mut wanted = self.wanted.lock();
+                if *wanted == 0 && !self.done.is_cancelled() {
+                    self.bell.wait_for(&mut wanted, WATCH_EVERY);
+                }
+                std::mem::take(&mut *wanted)
+            };
+            if self.done.is_cancelled() || stage.is_cancelled() {
                 return;
             }
-            if stage.is_cancelled() {
-                return;
+            // Two workers per request (each asker took a chunk while more waited: a burst
+            // gets its workers in logarithmic time), one on a look that found input
+            // waiting; no more than the chunks waiting, and each only while growth is still
+            // needed.
+            let tries = wanted.saturating_mul(2).max(1).min(stage.queued());
+            for _ in 0..tries {
+                if !(self.needs_growth(stage) && self.grow(stage)) {
+                    break;
+                }
             }
-            self.grow_if_needed(stage);
         }
     }
 
@@ -276,7 +308,9 @@ impl<'scope, M> Pool<'scope, M> {
                 let Next::Item(item) = next else { break };
                 if w.chunks() != seen {
                     seen = w.chunks();
-                    self.grow_if_needed(stage);
+                    if self.needs_growth(stage) {
+                        self.ask_for_worker();
+                    }
                 }
                 if !w.process(&mut processor, item) {
                     break;
