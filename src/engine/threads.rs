@@ -23,6 +23,10 @@
 //!   worker that took a chunk as it was chosen keeps the chunk, and hands the lent body on
 //!   to another sitting worker or a new OS thread at once: the body must not wait on items
 //!   whose outputs may need that very thread to move on.
+//! - **Spares.** When a lending worker's body returns, its thread sits for `SPARE_WAIT` as a
+//!   spare, which may always go and is chosen first (it costs no stage a worker); the run's
+//!   cancellation and `close` (the sink loop is done, before the join) wake every spare.
+//!   Other threads end with their body, and so do the thread-locals user code left there.
 //! - **No cycle.** A sitting entry holds no body (bodies hold stage handles, which hold the
 //!   bench): a body is placed in `lent` only after its worker's entry is removed, and the
 //!   thread takes it out when it runs it.
@@ -66,8 +70,8 @@ struct Sitting<'scope> {
     may_go: Option<MayGo<'scope>>,
 }
 
-/// How long a thread whose body has returned waits for a lent body before it ends, in a
-/// run whose workers lend (a wave of workers ending as the next stage's wave starts).
+/// How long a lending worker's thread whose body has returned waits for a lent body before
+/// it ends (a wave of workers ending as the next stage's wave starts).
 const SPARE_WAIT: Duration = Duration::from_millis(5);
 
 /// The run's idle workers that lend their threads (see "Lending threads" above).
