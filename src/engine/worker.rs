@@ -834,7 +834,10 @@ impl<In, Out> Drop for Parts<'_, In, Out> {
             // The panic began during this chunk: the first error is decided by when it
             // happened, not by when it is reported (see `state`).
             RunState::panicked_in_call(self.pacer.started());
-            if self.stage.deferred && !self.cx.is_cancelled() {
+            // Whether or not the stage has stopped reading (a later item of an ordered pool
+            // may have failed first), as a returned error does: what came before is the
+            // sink's, and the earlier place wins.
+            if self.stage.deferred {
                 let place = self.hand_on_before_failing();
                 HANDED_ON.with(|h| h.set(Some(place)));
             }
