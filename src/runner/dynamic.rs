@@ -7,7 +7,7 @@ use parking_lot::{Condvar, Mutex};
 use std::time::Duration;
 
 use super::{Cloned, Factory, Init, check_workers};
-use crate::context::{CancelToken, Context};
+use crate::context::Context;
 use crate::engine::{Next, StageHandle, StageRunner, Worker};
 use crate::error::BoxError;
 
@@ -132,7 +132,6 @@ where
         let pool = Arc::new(Pool {
             config: self,
             places: AtomicUsize::new(0),
-            done: CancelToken::new(),
             active: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             wanted: Mutex::new(0),
@@ -160,9 +159,6 @@ struct Pool<'scope, M> {
     config: &'scope Dynamic<M>,
     /// Places taken out of `config.max`.
     places: AtomicUsize,
-    /// Cancelled when the last worker has ended, so that the watcher ends at once rather
-    /// than at its next look (a small run would otherwise wait for it).
-    done: CancelToken,
     /// Workers that have not retired.
     active: AtomicUsize,
     /// Workers waiting for input now.
@@ -172,7 +168,9 @@ struct Pool<'scope, M> {
     /// pool then never goes down the (deep) path of starting one, and touches fewer pages
     /// of its stack.
     wanted: Mutex<usize>,
-    /// Rung when `wanted` grows or the last worker ends.
+    /// Rung when `wanted` grows, and when the last worker ends (`places` reaches zero), so
+    /// that the watcher ends at once rather than at its next look (a small run would
+    /// otherwise wait for it).
     bell: Condvar,
 }
 
@@ -182,7 +180,7 @@ struct Place<'p, 'scope, M>(&'p Pool<'scope, M>);
 impl<M> Drop for Place<'_, '_, M> {
     fn drop(&mut self) {
         if self.0.places.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.done.cancel();
+            // Under the lock: a watcher that saw places left is already waiting.
             let _wanted = self.0.wanted.lock();
             self.0.bell.notify_one();
         }
@@ -251,12 +249,12 @@ impl<'scope, M> Pool<'scope, M> {
         while self.places.load(Ordering::Acquire) > 0 {
             let wanted = {
                 let mut wanted = self.wanted.lock();
-                if *wanted == 0 && !self.done.is_cancelled() {
+                if *wanted == 0 && self.places.load(Ordering::Acquire) > 0 {
                     self.bell.wait_for(&mut wanted, WATCH_EVERY);
                 }
                 std::mem::take(&mut *wanted)
             };
-            if self.done.is_cancelled() || stage.is_cancelled() {
+            if self.places.load(Ordering::Acquire) == 0 || stage.is_cancelled() {
                 return;
             }
             // Two workers per request (each asker took a chunk while more waited: a burst
