@@ -4,9 +4,10 @@ use std::convert::Infallible;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::id::StageId;
@@ -56,8 +57,43 @@ struct TokenInner {
     trigger: Mutex<Option<Sender<Infallible>>>,
     /// The receiving end that never receives a message, only the disconnection.
     signal: Receiver<Infallible>,
+    /// Threads asleep in [`CancelToken::sleep_until`], which `cancel` unparks.
+    sleepers: Mutex<Sleepers>,
     /// Tokens cancelled together with this one (runs attached to it).
     children: Mutex<Vec<Weak<TokenInner>>>,
+}
+
+/// The threads asleep on a token, each in a slot of its own until it wakes.
+///
+/// A sleep parks its own thread (`thread::park_timeout`, one futex word per thread) rather
+/// than waiting on the token's `signal`: a thousand workers asleep at once on one channel
+/// queue on that channel's lock, and each sleep that ends searches the channel's list of
+/// waiters. Here a sleep costs two short, constant-time turns of this lock.
+#[derive(Debug, Default)]
+struct Sleepers {
+    /// The sleeping threads; `None` for a free slot.
+    slots: Vec<Option<Thread>>,
+    /// Free slots.
+    free: Vec<usize>,
+}
+
+impl Sleepers {
+    /// Puts `thread` in a slot; returns the slot.
+    fn add(&mut self, thread: Thread) -> usize {
+        if let Some(slot) = self.free.pop() {
+            self.slots[slot] = Some(thread);
+            slot
+        } else {
+            self.slots.push(Some(thread));
+            self.slots.len() - 1
+        }
+    }
+
+    /// Frees `slot`.
+    fn remove(&mut self, slot: usize) {
+        self.slots[slot] = None;
+        self.free.push(slot);
+    }
 }
 
 impl CancelToken {
@@ -69,6 +105,7 @@ impl CancelToken {
                 cancelled: AtomicBool::new(false),
                 trigger: Mutex::new(Some(trigger)),
                 signal,
+                sleepers: Mutex::new(Sleepers::default()),
                 children: Mutex::new(Vec::new()),
             }),
         }
@@ -110,11 +147,24 @@ impl CancelToken {
         if self.is_cancelled() {
             return Err(Cancelled);
         }
-        match self.inner.signal.recv_deadline(deadline) {
-            Err(RecvTimeoutError::Timeout) => Ok(()),
-            Err(RecvTimeoutError::Disconnected) => Err(Cancelled),
-            Ok(never) => match never {},
-        }
+        let inner = &*self.inner;
+        let slot = inner.sleepers.lock().add(thread::current());
+        // Ordering: the thread is in its slot before it reads the flag, and `cancel` sets
+        // the flag before it unparks the threads in the slots: either this loop sees the
+        // flag, or `cancel` unparks the thread (an unpark that comes before the park makes
+        // the park return at once).
+        let slept = loop {
+            if inner.is_cancelled() {
+                break Err(Cancelled);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Ok(());
+            }
+            thread::park_timeout(deadline - now);
+        };
+        inner.sleepers.lock().remove(slot);
+        slept
     }
 
     /// The channel that disconnects on cancellation, for `select`s inside the crate.
@@ -143,6 +193,9 @@ impl TokenInner {
         // the flag also sees what the canceller wrote before (the run's first error).
         self.cancelled.store(true, Ordering::Release);
         drop(self.trigger.lock().take());
+        for sleeper in self.sleepers.lock().slots.iter().flatten() {
+            sleeper.unpark();
+        }
         let children = std::mem::take(&mut *self.children.lock());
         for child in children.iter().filter_map(Weak::upgrade) {
             child.cancel();
