@@ -411,6 +411,8 @@ pub(crate) struct Inbox<T> {
     key: u64,
     /// The place of the current chunk's first item among the items of its key.
     base: u64,
+    /// Whether this consumer has seen the edge closed: it need not look at it again.
+    closed: bool,
 }
 
 /// What a take found.
@@ -454,6 +456,7 @@ impl<T> Inbox<T> {
             seen: Vec::new(),
             key: 0,
             base: 0,
+            closed: false,
         }
     }
 
@@ -539,12 +542,14 @@ impl<T> Inbox<T> {
 
     /// One look at the edge, then at the siblings' stashes.
     fn look(&mut self) -> Look {
-        self.shared.start_receiving();
-        let got = self.shared.input.try_recv();
-        let closed = match self.received(got) {
-            Recv::Got(took) => return Look::Took(took),
-            Recv::Closed => true,
-            Recv::TimedOut | Recv::Cancelled => false,
+        let closed = self.closed || {
+            self.shared.start_receiving();
+            let got = self.shared.input.try_recv();
+            match self.received(got) {
+                Recv::Got(took) => return Look::Took(took),
+                Recv::Closed => true,
+                Recv::TimedOut | Recv::Cancelled => false,
+            }
         };
         if let Some((stolen, loan)) = self.shared.steal(&self.stash, &mut self.seen) {
             let n = stolen.len();
@@ -567,7 +572,10 @@ impl<T> Inbox<T> {
                 self.load(chunk);
                 Recv::Got(Took::Input(n))
             }
-            Recv::Closed => Recv::Closed,
+            Recv::Closed => {
+                self.closed = true;
+                Recv::Closed
+            }
             Recv::TimedOut => Recv::TimedOut,
             Recv::Cancelled => Recv::Cancelled,
         };
@@ -578,9 +586,10 @@ impl<T> Inbox<T> {
     /// Waits for the next chunk until `deadline` at most, stealing from siblings while it
     /// waits.
     ///
-    /// A consumer counts as receiving only while it takes a chunk that is there (a look):
-    /// it waits for the edge to be ready without taking anything, so a sibling that finds
-    /// the edge closed does not wait on one merely blocked on it.
+    /// A consumer counts as receiving while it looks at the edge and while it is blocked on
+    /// it (see "Stealing" above); once it has seen the edge closed it no longer looks at
+    /// it, so that consumers woken by the input's end do not keep counting each other in
+    /// turn.
     pub(crate) fn take(&mut self, token: &CancelToken, deadline: Option<Instant>) -> Recv<Took> {
         loop {
             let held = match self.look() {
