@@ -138,7 +138,7 @@ impl Error {
 
     /// Whether the run failed because a pipe's reader went away: an I/O error of kind
     /// `BrokenPipe` anywhere in the chain of the error of yours. A command-line tool
-    /// treats it as a quiet end (`tool | head`); [`sink::lines`](crate::sink::lines)
+    /// treats it as a quiet end (`tool | head`); `pipework::sink::lines`
     /// already stops cleanly on it.
     pub fn is_broken_pipe(&self) -> bool {
         let mut next = self
@@ -216,7 +216,7 @@ pub enum ErrorKind {
         message: String,
     },
     /// A stage's runner broke its contract (see
-    /// [`StageRunner`](crate::runner::StageRunner)): for
+    /// `pipework::runner::StageRunner`): for
     /// instance every thread of the stage ended while its input went on.
     #[error("{stage} runner failed: {message}")]
     Runner {
@@ -256,7 +256,7 @@ pub enum Site {
         /// The worker's index within the stage.
         worker: usize,
     },
-    /// In a runner's [`StageRunner::start`](crate::runner::StageRunner::start).
+    /// In a runner's `StageRunner::start` (`pipework::runner`).
     Start {
         /// The stage.
         stage: StageId,

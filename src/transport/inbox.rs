@@ -49,9 +49,9 @@ const STEAL_POLL: Duration = Duration::from_millis(1);
 /// How many idle consumers of a group look at `STEAL_POLL`'s pace at once.
 const SCOUTS: usize = 4;
 
-/// How often the other idle consumers look. A thousand idle workers of a dynamic pool
-/// looking every millisecond while one sibling held a stash kept both cores of the
-/// benchmark machine busy (W4 took 2.9 s of CPU instead of 0.5).
+/// How often the other idle consumers look: a thousand idle workers of a dynamic pool
+/// would otherwise each wake every millisecond while one sibling holds a stash. (A bound on
+/// the cost, not a measured gain: W4's stashes are rare and short-lived.)
 const LATE_POLL: Duration = Duration::from_millis(16);
 
 /// The rest of a consumer's chunk, where its siblings can reach it.
@@ -611,10 +611,15 @@ impl<T> Inbox<T> {
             // nothing more comes to this one.
             let look =
                 held || self.shared.holders() > 0 || (self.shared.dealt && self.shared.may_hold());
-            let scout = look.then(|| self.shared.siblings.scout());
-            let pace = match scout {
-                Some(Some(_)) => STEAL_POLL,
-                _ => LATE_POLL,
+            let scout = if look {
+                self.shared.siblings.scout()
+            } else {
+                None
+            };
+            let pace = if scout.is_some() {
+                STEAL_POLL
+            } else {
+                LATE_POLL
             };
             let poll = deadline.map_or(now + pace, |d| d.min(now + pace));
             if held {
