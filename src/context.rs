@@ -193,7 +193,16 @@ impl TokenInner {
         // the flag also sees what the canceller wrote before (the run's first error).
         self.cancelled.store(true, Ordering::Release);
         drop(self.trigger.lock().take());
-        for sleeper in self.sleepers.lock().slots.iter().flatten() {
+        // Unparked after the lock is released: each woken sleeper takes it to leave its slot.
+        let sleepers: Vec<Thread> = self
+            .sleepers
+            .lock()
+            .slots
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for sleeper in sleepers {
             sleeper.unpark();
         }
         let children = std::mem::take(&mut *self.children.lock());
