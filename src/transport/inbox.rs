@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{EdgeRx, Payload, Recv, Shape, dispose};
+use super::{Backoff, EdgeRx, Payload, Recv, Shape, dispose};
 use crate::context::CancelToken;
 
 /// How often an idle consumer looks for work to steal while a sibling holds some, if it is
@@ -120,6 +120,8 @@ pub(crate) struct Siblings<T> {
     quiet: Condvar,
     /// Idle consumers looking at `STEAL_POLL`'s pace now (at most `SCOUTS`).
     scouts: AtomicUsize,
+    /// Consumers in the group now.
+    members: AtomicUsize,
 }
 
 /// An idle consumer's place among the scouts, given back when dropped.
@@ -148,6 +150,7 @@ impl<T> Siblings<T> {
             quiet_lock: Mutex::new(()),
             quiet: Condvar::new(),
             scouts: AtomicUsize::new(0),
+            members: AtomicUsize::new(0),
         })
     }
 
@@ -448,6 +451,7 @@ impl<T> Inbox<T> {
         }));
         let siblings = &shared.siblings;
         siblings.stashes.lock().push(Arc::downgrade(&stash));
+        siblings.members.fetch_add(1, Ordering::Relaxed);
         Inbox {
             shared,
             shape,
@@ -633,7 +637,9 @@ impl<T> Inbox<T> {
             // Counted as receiving while blocked (see "Stealing" above), and woken alone: a
             // chunk sent wakes one blocked consumer, not every idle one.
             self.shared.start_receiving();
-            let got = self.shared.input.recv(token, until);
+            // Ordering: Relaxed; the count only sets how long to spin.
+            let members = self.shared.siblings.members.load(Ordering::Relaxed);
+            let got = (self.shared.input).recv_spun(token, until, Backoff::rounds_for(members));
             drop(scout);
             match self.received(got) {
                 Recv::Got(took) => return Recv::Got(took),
@@ -676,5 +682,6 @@ impl<T> Drop for Inbox<T> {
         // Items still stashed are the owner's to count (it discards them before this);
         // what is left here is dropped with the stash.
         let _ = self.discard();
+        self.shared.siblings.members.fetch_sub(1, Ordering::Relaxed);
     }
 }
