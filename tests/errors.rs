@@ -77,10 +77,14 @@ fn stage_error_cancels_and_is_returned_with_the_stage_name() {
     );
     assert_eq!(report.stages[1].failed, 1);
     assert!(t.is_balanced(), "{t:?}");
-    assert_eq!(
-        after_error.load(Ordering::SeqCst),
-        0,
-        "a worker started an item after cancellation"
+    // A worker checks for cancellation before it takes each item; a cancellation that
+    // lands between that check and the processor's own look is seen by that one item.
+    // The `slow` stage has one worker, so at most one item sees it; a worker that went on
+    // taking items would show hundreds.
+    let seen = after_error.load(Ordering::SeqCst);
+    assert!(
+        seen <= 1,
+        "the worker started {seen} items after cancellation"
     );
 }
 
