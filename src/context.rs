@@ -53,11 +53,12 @@ struct TokenInner {
     /// Set once, never cleared.
     cancelled: AtomicBool,
     /// Held until cancellation; dropping it disconnects `signal`, which wakes every thread
-    /// blocked in a `select` on `signal` (channel sends, receives and sleeps alike).
+    /// blocked in a `select` on `signal` (waits on channels that are not edges).
     trigger: Mutex<Option<Sender<Infallible>>>,
     /// The receiving end that never receives a message, only the disconnection.
     signal: Receiver<Infallible>,
-    /// Threads asleep in [`CancelToken::sleep_until`], which `cancel` unparks.
+    /// Threads asleep in [`CancelToken::sleep_until`] or parked on an edge (see
+    /// [`CancelToken::watch`]), which `cancel` unparks.
     sleepers: Mutex<Sleepers>,
     /// Tokens cancelled together with this one (runs attached to it).
     children: Mutex<Vec<Weak<TokenInner>>>,
@@ -147,24 +148,33 @@ impl CancelToken {
         if self.is_cancelled() {
             return Err(Cancelled);
         }
-        let inner = &*self.inner;
-        let slot = inner.sleepers.lock().add(thread::current());
-        // Ordering: the thread is in its slot before it reads the flag, and `cancel` sets
-        // the flag before it unparks the threads in the slots: either this loop sees the
-        // flag, or `cancel` unparks the thread (an unpark that comes before the park makes
-        // the park return at once).
-        let slept = loop {
-            if inner.is_cancelled() {
-                break Err(Cancelled);
+        let _watch = self.watch();
+        loop {
+            if self.is_cancelled() {
+                return Err(Cancelled);
             }
             let now = Instant::now();
             if now >= deadline {
-                break Ok(());
+                return Ok(());
             }
             thread::park_timeout(deadline - now);
-        };
-        inner.sleepers.lock().remove(slot);
-        slept
+        }
+    }
+
+    /// Puts the current thread on the token's sleepers until the guard is dropped: a
+    /// `cancel` meanwhile unparks it. A thread that parks (`thread::park`) re-checks
+    /// [`is_cancelled`](Self::is_cancelled) after this and before each park.
+    ///
+    /// Ordering: the thread is in its slot before it reads the flag, and `cancel` sets the
+    /// flag before it unparks the threads in the slots: either the thread sees the flag, or
+    /// `cancel` unparks it (an unpark that comes before the park makes the park return at
+    /// once).
+    pub(crate) fn watch(&self) -> Watch<'_> {
+        let slot = self.inner.sleepers.lock().add(thread::current());
+        Watch {
+            inner: &self.inner,
+            slot,
+        }
     }
 
     /// The channel that disconnects on cancellation, for `select`s inside the crate.
@@ -229,6 +239,18 @@ impl fmt::Debug for CancelToken {
         f.debug_struct("CancelToken")
             .field("cancelled", &self.is_cancelled())
             .finish()
+    }
+}
+
+/// A thread's place on a token's sleepers (see [`CancelToken::watch`]).
+pub(crate) struct Watch<'t> {
+    inner: &'t TokenInner,
+    slot: usize,
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        self.inner.sleepers.lock().remove(self.slot);
     }
 }
 

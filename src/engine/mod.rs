@@ -33,13 +33,14 @@
 //!   runner's `start` until it returns. An edge therefore closes exactly when everything
 //!   upstream of it is done, and the sink loop ends when the last edge closes — or at
 //!   cancellation. Lanes private to a stage follow the same rule inside the stage.
-//! - **What wakes a blocked thread.** Every blocking operation selects on a cancel token
-//!   too (see `transport`): the source's, or its stage's (`token` for sends, `intake` for
-//!   reads), each a child of the run's token, so cancelling the run wakes everything. The
+//! - **What wakes a blocked thread.** Every blocking operation also waits on a cancel token
+//!   (see `transport`: a thread parked on an edge's bells is on its token's sleepers too):
+//!   the source's, or its stage's (`token` for sends, `intake` for reads), each a child of
+//!   the run's token, so cancelling the run wakes everything. The
 //!   children are cancelled downstream first and the source last: a stage whose input ends
 //!   because the run was cancelled upstream of it finds its own token already cancelled,
 //!   and does not take the end for the input's (a partial batch is not processed after
-//!   cancellation). The calling thread selects on the last edge, the failure queue and the
+//!   cancellation). The calling thread waits on the last edge, the failure queue and the
 //!   token. No thread starts once the run is cancelled.
 //! - **Where panics are caught.** Every thread body runs under `catch_unwind` (`stage` and
 //!   `source`), and so do the runner's `start`, the sink, the failure handler and the
@@ -94,7 +95,7 @@
 //!   sink loop, or, after the join, the run's *tap* on the edge it was queued in: the run
 //!   keeps a receiver of every edge and lane, empties them after the join and counts what
 //!   it finds as cancelled for the stage (or sink) the items were queued for. Channels
-//!   therefore never disconnect under a sender, which is why every send selects on the
+//!   therefore never disconnect under a sender, which is why every send also waits on the
 //!   token.
 
 mod counters;

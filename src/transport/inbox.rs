@@ -26,7 +26,7 @@
 //! wake a million times a second while one sibling holds a stash.
 //!
 //! A consumer blocked on its input is counted as receiving (it may be about to take a
-//! chunk), and blocks in a `select` that takes the chunk: a chunk sent wakes one blocked
+//! chunk), and parks on the edge's items bell (see `bell`): a chunk sent wakes one blocked
 //! consumer. (Waiting for the edge to be *ready* instead woke every idle consumer of the
 //! edge for each chunk sent.) The end of the input wakes every blocked consumer, and each
 //! stops counting as it wakes, so a consumer that found the input closed and waits for the

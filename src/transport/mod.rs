@@ -9,13 +9,16 @@
 //! (and at most one wake-up) thus serves a whole chunk. How big a chunk is lives in one
 //! place, [`pace`].
 //!
-//! # Cancellation
+//! # Blocking and cancellation
 //!
-//! Every blocking operation here is a `select` that also watches the run's
-//! [`CancelToken`], whose channel disconnects on cancellation. A thread
-//! blocked on a full or an empty channel is therefore always woken by cancellation, even
+//! A thread that finds an edge full or empty spins a little ([`Backoff`]), then parks on
+//! the edge's bells ([`bell`]): each chunk sent rings the edge's items bell, each chunk
+//! taken its room bell, and the waiter is also on its [`CancelToken`]'s sleepers. A thread
+//! blocked on a full or an empty edge is therefore always woken by cancellation, even
 //! though the run keeps a receiver of every edge (a *tap*, for counting leftovers) and
-//! channels never disconnect under a blocked sender.
+//! channels never disconnect under a blocked sender. Waits on other channels (a stage's
+//! loan mail, a user's receiver as a source) are a `select` that also watches the token's
+//! channel, which disconnects on cancellation.
 //!
 //! # Dropping items
 //!
@@ -23,6 +26,7 @@
 //! behalf goes through [`dispose`], which counts first and catches the panic, so that a
 //! panicking `Drop` can neither cut a clean-up short nor lose a count.
 
+mod bell;
 mod inbox;
 mod outbox;
 pub(crate) mod pace;
@@ -33,12 +37,14 @@ pub(crate) use pace::{Pacer, Shape};
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Select, SendError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, TrySendError};
 
 use crate::context::CancelToken;
+use bell::{Bell, First, GaveUp};
 
 /// The payload of a caught panic.
 pub(crate) type Payload = Box<dyn Any + Send>;
@@ -52,6 +58,8 @@ pub(crate) struct EdgeTx<T> {
     shape: Arc<Shape>,
     /// Held by a sender while it tries to send without blocking (see `send_or_cancel`).
     gate: Arc<parking_lot::Mutex<()>>,
+    /// The edge's bells. Declared after `tx`: dropped after it (see [`Ends`]).
+    ends: End,
 }
 
 impl<T> Clone for EdgeTx<T> {
@@ -60,6 +68,7 @@ impl<T> Clone for EdgeTx<T> {
             tx: self.tx.clone(),
             shape: Arc::clone(&self.shape),
             gate: Arc::clone(&self.gate),
+            ends: self.ends.clone(),
         }
     }
 }
@@ -71,6 +80,8 @@ pub(crate) struct EdgeRx<T> {
     rx: Receiver<Vec<T>>,
     /// The chunk sizes the consumers ask for.
     shape: Arc<Shape>,
+    /// The edge's bells. Declared after `rx`: dropped after it (see [`Ends`]).
+    ends: End,
 }
 
 impl<T> Clone for EdgeRx<T> {
@@ -78,6 +89,69 @@ impl<T> Clone for EdgeRx<T> {
         EdgeRx {
             rx: self.rx.clone(),
             shape: Arc::clone(&self.shape),
+            ends: self.ends.clone(),
+        }
+    }
+}
+
+/// What the ends of one edge share besides the channel: its bells, and how many ends of
+/// each side are left.
+#[derive(Debug, Default)]
+struct Ends {
+    /// Rung by each chunk sent, and for everyone when the last sender is gone.
+    items: Bell,
+    /// Rung by each chunk taken, and for everyone when the last receiver is gone.
+    room: Bell,
+    /// `EdgeTx`es alive.
+    senders: AtomicUsize,
+    /// `EdgeRx`es alive.
+    receivers: AtomicUsize,
+}
+
+/// One end's share of [`Ends`]. Dropped after the end's crossbeam half (a field declared
+/// after it), so that when the last end of a side goes, the channel is disconnected before
+/// the other side's waiters are woken to see it.
+#[derive(Debug)]
+struct End {
+    ends: Arc<Ends>,
+    /// Whether this end sends (counted in `senders`) or receives.
+    sends: bool,
+}
+
+impl End {
+    fn new(ends: &Arc<Ends>, sends: bool) -> Self {
+        let count = if sends {
+            &ends.senders
+        } else {
+            &ends.receivers
+        };
+        // Ordering: Relaxed; an end is counted before it can be dropped (the count is
+        // only read by the decrement that ends it, an AcqRel RMW).
+        count.fetch_add(1, Ordering::Relaxed);
+        End {
+            ends: Arc::clone(ends),
+            sends,
+        }
+    }
+}
+
+impl Clone for End {
+    fn clone(&self) -> Self {
+        End::new(&self.ends, self.sends)
+    }
+}
+
+impl Drop for End {
+    fn drop(&mut self) {
+        let ends = &*self.ends;
+        let (count, across) = if self.sends {
+            (&ends.senders, &ends.items)
+        } else {
+            (&ends.receivers, &ends.room)
+        };
+        // Ordering: AcqRel; the last one sees every other end's crossbeam half dropped.
+        if count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            across.ring_all();
         }
     }
 }
@@ -91,13 +165,19 @@ pub(crate) fn edge<T>(capacity: usize, max_chunk: usize) -> (EdgeTx<T>, EdgeRx<T
 /// private to a stage, standing in for the stage's input).
 pub(crate) fn lane<T>(capacity: usize, shape: Arc<Shape>) -> (EdgeTx<T>, EdgeRx<T>) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let ends = Arc::new(Ends::default());
     (
         EdgeTx {
             tx,
             shape: Arc::clone(&shape),
             gate: Arc::new(parking_lot::Mutex::new(())),
+            ends: End::new(&ends, true),
         },
-        EdgeRx { rx, shape },
+        EdgeRx {
+            rx,
+            shape,
+            ends: End::new(&ends, false),
+        },
     )
 }
 
@@ -108,7 +188,19 @@ impl<T> EdgeTx<T> {
     ///
     /// Gives the chunk back when the run was cancelled first or every receiver is gone.
     pub(crate) fn send(&self, chunk: Vec<T>, token: &CancelToken) -> Result<(), Vec<T>> {
-        send_or_cancel(&self.tx, &self.gate, chunk, token)
+        send_or_cancel(self, chunk, token)
+    }
+
+    /// One try, under the gate; rings the items bell when it sent.
+    fn offer(&self, chunk: Vec<T>) -> Result<(), TrySendError<Vec<T>>> {
+        let sent = {
+            let _gate = self.gate.lock();
+            self.tx.try_send(chunk)
+        };
+        if sent.is_ok() {
+            self.ends.ends.items.ring_one();
+        }
+        sent
     }
 
     /// Whether the edge is full now.
@@ -125,7 +217,7 @@ impl<T> EdgeTx<T> {
 impl<T> EdgeRx<T> {
     /// Waits for the next chunk until `deadline` at most.
     pub(crate) fn recv(&self, token: &CancelToken, deadline: Option<Instant>) -> Recv<Vec<T>> {
-        recv_or_cancel(&self.rx, token, deadline)
+        self.recv_spun(token, deadline, Backoff::ROUNDS)
     }
 
     /// [`recv`](Self::recv), with `rounds` of [`Backoff`] before it parks.
@@ -135,13 +227,30 @@ impl<T> EdgeRx<T> {
         deadline: Option<Instant>,
         rounds: u32,
     ) -> Recv<Vec<T>> {
-        recv_spun(&self.rx, token, deadline, rounds)
+        let mut attempt = || match self.try_recv() {
+            Recv::TimedOut => None,
+            got => Some(got),
+        };
+        // Cancellation first: a cancelled run takes no more chunks.
+        if let Some(done) = spin(token, deadline, rounds, &mut attempt) {
+            return done;
+        }
+        let items = &self.ends.ends.items;
+        match bell::wait(&[items], token, deadline, First::Cancellation, attempt) {
+            Ok(got) => got,
+            Err(GaveUp::Cancelled) => Recv::Cancelled,
+            Err(GaveUp::TimedOut) => Recv::TimedOut,
+        }
     }
 
-    /// The next chunk if one is ready ([`Recv::TimedOut`] when none is).
+    /// The next chunk if one is ready ([`Recv::TimedOut`] when none is); rings the room
+    /// bell when it took one.
     pub(crate) fn try_recv(&self) -> Recv<Vec<T>> {
         match self.rx.try_recv() {
-            Ok(chunk) => Recv::Got(chunk),
+            Ok(chunk) => {
+                self.ends.ends.room.ring_one();
+                Recv::Got(chunk)
+            }
             Err(TryRecvError::Empty) => Recv::TimedOut,
             Err(TryRecvError::Disconnected) => Recv::Closed,
         }
@@ -176,7 +285,7 @@ impl<T: Send> Tap for EdgeRx<T> {
     fn drain(&self) -> (u64, Option<Payload>) {
         let mut total = 0;
         let mut first = None;
-        while let Ok(chunk) = self.rx.try_recv() {
+        while let Recv::Got(chunk) = self.try_recv() {
             let (n, panic) = dispose(chunk.into_iter());
             total += n;
             first = first.or(panic);
@@ -193,64 +302,53 @@ pub(crate) fn dispose<I: ExactSizeIterator>(items: I) -> (u64, Option<Payload>) 
     (n, catch_unwind(AssertUnwindSafe(move || drop(items))).err())
 }
 
-/// Sends `value` on `tx`, blocking until there is room or `token` is cancelled.
+/// Sends `chunk` on `tx`, blocking until there is room or `token` is cancelled.
 ///
-/// The tries before parking go through `gate`, one sender of the edge at a time.
-/// crossbeam's `try_send` spins without yielding while a receiver has claimed the slot it
-/// needs and not yet released it; if that receiver is preempted there, every sender trying
-/// meanwhile spins until it runs again. With a thousand threads on two cores (W4, a burst
-/// of workers finishing their items at once) that took up to a few seconds of CPU, in
-/// about one run of the demo in thirty; with the gate, one sender at a time spins and the
-/// others park on the gate (0 such runs in 70, against 2 in 70 without it).
+/// The tries go through the edge's gate, one sender of the edge at a time. crossbeam's
+/// `try_send` spins without yielding while a receiver has claimed the slot it needs and not
+/// yet released it; if that receiver is preempted there, every sender trying meanwhile
+/// spins until it runs again. With a thousand threads on two cores (W4, a burst of workers
+/// finishing their items at once) that took up to a few seconds of CPU, in about one run of
+/// the demo in thirty; with the gate, one sender at a time spins and the others park on the
+/// gate (0 such runs in 70, against 2 in 70 without it).
 ///
 /// # Errors
 ///
-/// Gives the value back when the run was cancelled first or the channel is disconnected.
-fn send_or_cancel<M>(
-    tx: &Sender<M>,
-    gate: &parking_lot::Mutex<()>,
-    value: M,
-    token: &CancelToken,
-) -> Result<(), M> {
-    let mut value = value;
+/// Gives the chunk back when the run was cancelled first or the channel is disconnected.
+fn send_or_cancel<T>(tx: &EdgeTx<T>, chunk: Vec<T>, token: &CancelToken) -> Result<(), Vec<T>> {
+    let mut held = Some(chunk);
+    // Room first: a chunk that fits is sent even if the run was cancelled meanwhile.
+    let mut attempt = || {
+        let chunk = held.take()?;
+        match tx.offer(chunk) {
+            Ok(()) => Some(Ok(())),
+            Err(TrySendError::Disconnected(back)) => Some(Err(back)),
+            Err(TrySendError::Full(back)) => {
+                held = Some(back);
+                None
+            }
+        }
+    };
     let mut backoff = Backoff::default();
     loop {
-        let tried = {
-            let _gate = gate.lock();
-            tx.try_send(value)
-        };
-        match tried {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Disconnected(v)) => return Err(v),
-            Err(TrySendError::Full(v)) if backoff.snooze() && !token.is_cancelled() => value = v,
-            Err(TrySendError::Full(v)) => {
-                value = v;
-                break;
-            }
+        if let Some(sent) = attempt() {
+            return sent;
+        }
+        if token.is_cancelled() || !backoff.snooze() {
+            break;
         }
     }
-    match tx.try_send(value) {
-        Ok(()) => Ok(()),
-        Err(TrySendError::Disconnected(v)) => Err(v),
-        Err(TrySendError::Full(v)) => {
-            let mut sel = Select::new();
-            let send = sel.send(tx);
-            sel.recv(token.signal());
-            let oper = sel.select();
-            if oper.index() == send {
-                oper.send(tx, v).map_err(SendError::into_inner)
-            } else {
-                // The signal only ever disconnects: cancellation.
-                let _ = oper.recv(token.signal());
-                Err(v)
-            }
-        }
+    let waited = bell::wait(&[&tx.ends.ends.room], token, None, First::Change, attempt);
+    match waited {
+        Ok(sent) => sent,
+        // Cancelled (no deadline was given): the chunk is still held.
+        Err(_) => Err(held.take().expect("a chunk not sent is held")),
     }
 }
 
 /// A short wait before parking: a few rounds of spinning, then a few yields. A chunk that
 /// arrives within microseconds is taken without a futex call and a wake-up on either side;
-/// after that the thread parks in a `select` that cancellation can wake.
+/// after that the thread parks on the edge's bells, where cancellation can wake it.
 #[derive(Debug)]
 struct Backoff {
     /// Rounds done.
@@ -414,26 +512,33 @@ pub(crate) fn recv_either<A, B>(
     token: &CancelToken,
     deadline: Option<Instant>,
 ) -> Either<A, B> {
-    let mut sel = Select::new();
-    let a = sel.recv(&first.rx);
-    let b = sel.recv(&second.rx);
-    sel.recv(token.signal());
-    let oper = match deadline {
-        Some(at) => match sel.select_deadline(at) {
-            Ok(oper) => oper,
-            Err(_) => return Either::Idle,
+    let bells = [&first.ends.ends.items, &second.ends.ends.items];
+    // Cancellation first, then the first edge, then the second.
+    let attempt = || match first.try_recv() {
+        Recv::Got(chunk) => Some(Either::First(chunk)),
+        Recv::Closed => Some(Either::FirstClosed),
+        _ => match second.try_recv() {
+            Recv::Got(chunk) => Some(Either::Second(chunk)),
+            Recv::Closed => Some(Either::Idle),
+            _ => None,
         },
-        None => sel.select(),
     };
-    match oper.index() {
-        i if i == a => oper
-            .recv(&first.rx)
-            .map_or(Either::FirstClosed, Either::First),
-        i if i == b => oper.recv(&second.rx).map_or(Either::Idle, Either::Second),
-        _ => {
-            let _ = oper.recv(token.signal());
-            Either::Cancelled
+    let mut backoff = Backoff::default();
+    loop {
+        if token.is_cancelled() {
+            return Either::Cancelled;
         }
+        if let Some(either) = attempt() {
+            return either;
+        }
+        if !backoff.snooze() || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    match bell::wait(&bells, token, deadline, First::Cancellation, attempt) {
+        Ok(either) => either,
+        Err(GaveUp::Cancelled) => Either::Cancelled,
+        Err(GaveUp::TimedOut) => Either::Idle,
     }
 }
 
