@@ -154,6 +154,13 @@ struct Parts<'scope, In: 'scope, Out: 'scope> {
     in_flight: u64,
     /// Items handed out to the runner, in all.
     taken: u64,
+    /// Whether the plain loop (see `run_plain_chunk`) is inside a chunk: its outcomes
+    /// are counted when it leaves the chunk, from `plain_from` and `plain_filtered`.
+    plain_open: bool,
+    /// `taken` when the plain loop entered the chunk.
+    plain_from: u64,
+    /// Items of the chunk the plain loop has filtered so far (the others are mapped).
+    plain_filtered: u64,
     /// Of those, the items given an outcome.
     settled: u64,
     /// Chunks taken.
@@ -261,6 +268,19 @@ where
         self.p.process(processor, item)
     }
 
+    /// Runs `processor` on the items left in the current chunk (see
+    /// [`buffered`](Self::buffered)), applying the stage's error policy to each, without
+    /// waiting for more: what [`run`](Self::run) does between two waits, at the same cost
+    /// per item. A runner with a loop of its own calls it after [`process`](Self::process)
+    /// of an item [`next_within`](Self::next_within) handed out. Returns `false` when the
+    /// worker should stop, as `process` does.
+    pub fn process_buffered<P>(&mut self, processor: &mut P) -> bool
+    where
+        P: Processor<In, Out> + ?Sized,
+    {
+        self.p.process_buffered(processor)
+    }
+
     /// Runs `processor` on a batch of items that counts as one unit from now on (`k - 1`
     /// of its `k` items are counted as merged).
     pub fn process_batch<P>(&mut self, processor: &mut P, batch: Vec<In>) -> bool
@@ -347,6 +367,9 @@ where
             reported_emitted: 0,
             in_flight: 0,
             taken: 0,
+            plain_open: false,
+            plain_from: 0,
+            plain_filtered: 0,
             settled: 0,
             chunks: 0,
             taken_at_chunk: 0,
@@ -537,6 +560,19 @@ where
     where
         P: Processor<In, Out> + ?Sized,
     {
+        if self.policy.keep.is_some() {
+            self.run_keeping(processor);
+            return;
+        }
+        while self.run_plain_chunk(processor) && self.next_chunk() {}
+    }
+
+    /// `run` for a stage that keeps a copy of each item (to retry it or route it).
+    #[inline(never)]
+    fn run_keeping<P>(&mut self, processor: &mut P)
+    where
+        P: Processor<In, Out> + ?Sized,
+    {
         while let Some(item) = self.recv() {
             // `recv` has just checked for cancellation, and checks again before the next
             // item: the unit need not check around the call too (W1's per-item cost).
@@ -544,6 +580,76 @@ where
                 return;
             }
         }
+    }
+
+    /// Waits for a chunk with items, as `recv` does before it hands one out. False when
+    /// the input has ended, the run was cancelled or the thread was lent.
+    fn next_chunk(&mut self) -> bool {
+        loop {
+            if self.inbox.buffered() > 0 {
+                return true;
+            }
+            if self.lent || self.cx.is_cancelled() {
+                return false;
+            }
+            if !matches!(self.refill(None), Recv::Got(())) {
+                return false;
+            }
+        }
+    }
+
+    /// `run`'s loop over the rest of the current chunk, for a stage that keeps no copy
+    /// of an item (it neither retries nor routes): the outcomes of the chunk's items are
+    /// counted when the loop leaves it (`close_plain`), not item by item, so that the
+    /// loop keeps its counts out of memory it stores to for every item (W1's per-item
+    /// cost). `taken` stays exact: if a processor panics, `Drop` counts what the loop
+    /// did from it (every item taken before the panicking one had its outcome). Returns
+    /// false when the worker should stop.
+    #[inline]
+    fn run_plain_chunk<P>(&mut self, processor: &mut P) -> bool
+    where
+        P: Processor<In, Out> + ?Sized,
+    {
+        self.plain_open = true;
+        self.plain_from = self.taken;
+        self.plain_filtered = 0;
+        loop {
+            // Checked before each item, as `next_buffered` does; not after the call.
+            if self.cx.is_cancelled() {
+                self.close_plain(0);
+                return false;
+            }
+            let Some(item) = self.inbox.next_buffered() else {
+                self.close_plain(0);
+                return true;
+            };
+            self.taken += 1;
+            let before = self.emitted;
+            let mut out = Emitter::new(&mut self.outbox, self.out_token, &mut self.emitted);
+            match processor.process(item, &self.cx, &mut out) {
+                Ok(()) => self.plain_filtered += u64::from(self.emitted == before),
+                Err(error) => {
+                    self.close_plain(1);
+                    return self.unit_failed(error, None, &plain_unit::<In>(), 1);
+                }
+            }
+        }
+    }
+
+    /// See [`Worker::process_buffered`].
+    fn process_buffered<P>(&mut self, processor: &mut P) -> bool
+    where
+        P: Processor<In, Out> + ?Sized,
+    {
+        if self.policy.keep.is_none() {
+            return self.run_plain_chunk(processor);
+        }
+        while let Some(item) = self.next_buffered() {
+            if !self.process_item(processor, item, Checked::ByCaller) {
+                return false;
+            }
+        }
+        !self.cx.is_cancelled()
     }
 
     /// See [`Worker::process`].
@@ -563,8 +669,7 @@ where
         let policy = self.policy;
         let unit = Unit {
             keep: policy.keep.as_ref().map(|k| k as &dyn Fn(&In) -> In),
-            into_items: |item| vec![item],
-            items: 1,
+            ..plain_unit()
         };
         self.process_unit(processor, item, &unit, checked)
     }
@@ -633,23 +738,11 @@ where
                 }
                 Err(e) => e,
             };
-            // The run's token too: its cancellation reaches the stage's a moment later.
-            if self.cx.is_cancelled() || self.run.token.is_cancelled() {
-                if error.is::<Cancelled>() || self.policy.routes() {
-                    // The cancellation itself, reaching the processor; or a failure a
-                    // routing stage would have handed on, in a run that is over.
-                    self.settle(Counter::Cancelled, items);
-                } else {
-                    // A failure of its own, after another ended the run: counted, not
-                    // returned.
-                    self.settle_failed(items);
-                    self.run.suppress();
-                }
-                return false;
-            }
             match (self.policy.retry, kept) {
                 (Some(retry), Some(again))
-                    if retries < retry.attempts() && error.is::<Transient>() =>
+                    if retries < retry.attempts()
+                        && error.is::<Transient>()
+                        && !self.run_over() =>
                 {
                     retries += 1;
                     self.local[Counter::Retries] += 1;
@@ -660,9 +753,42 @@ where
                     }
                     unit = again;
                 }
-                (_, kept) => break (unwrap_transient(error), kept),
+                (_, kept) => break (error, kept),
             }
         };
+        self.unit_failed(error, kept, how, items)
+    }
+
+    /// Whether the run (or the stage) has been cancelled. The run's token too: its
+    /// cancellation reaches the stage's a moment later.
+    fn run_over(&self) -> bool {
+        self.cx.is_cancelled() || self.run.token.is_cancelled()
+    }
+
+    /// A unit of `items` items failed with `error` for good (no retry left); `kept` is
+    /// its copy, if the stage keeps one. Counts it, routes it or fails the stage. Returns
+    /// whether the worker goes on.
+    fn unit_failed<U>(
+        &mut self,
+        error: BoxError,
+        kept: Option<U>,
+        how: &Unit<'_, U, In>,
+        items: u64,
+    ) -> bool {
+        if self.run_over() {
+            if error.is::<Cancelled>() || self.policy.routes() {
+                // The cancellation itself, reaching the processor; or a failure a
+                // routing stage would have handed on, in a run that is over.
+                self.settle(Counter::Cancelled, items);
+            } else {
+                // A failure of its own, after another ended the run: counted, not
+                // returned.
+                self.settle_failed(items);
+                self.run.suppress();
+            }
+            return false;
+        }
+        let error = unwrap_transient(error);
         self.settle_failed(items);
         let policy = self.policy;
         let kept = match (kept, policy.route.as_deref()) {
@@ -786,6 +912,18 @@ impl<In, Out> Parts<'_, In, Out> {
         }
     }
 
+    /// Counts the items the plain loop has done in the current chunk, less `in_flight`
+    /// (the last one taken, when its processor failed or panicked).
+    fn close_plain(&mut self, in_flight: u64) {
+        if !std::mem::take(&mut self.plain_open) {
+            return;
+        }
+        let done = self.taken - self.plain_from - in_flight;
+        self.local[Counter::Filtered] += self.plain_filtered;
+        self.local[Counter::Mapped] += done - self.plain_filtered;
+        self.settled += done;
+    }
+
     /// Gives `items` input items the outcome `counter`.
     fn settle(&mut self, counter: Counter, items: u64) {
         self.local[counter] += items;
@@ -826,6 +964,12 @@ impl<In, Out> Parts<'_, In, Out> {
 
 impl<In, Out> Drop for Parts<'_, In, Out> {
     fn drop(&mut self) {
+        if self.plain_open {
+            // The plain loop never returns with a chunk open: a processor call of it
+            // panicked, on the last item taken.
+            self.close_plain(1);
+            self.in_flight = 1;
+        }
         if self.in_flight > 0 {
             // Dropped while a processor held a unit: the processor panicked. In a stage
             // whose failures take effect at their position, what came before goes on.
@@ -906,6 +1050,15 @@ impl<In, Out> fmt::Debug for Worker<'_, In, Out> {
             .field("buffered_in", &self.p.inbox.buffered())
             .field("buffered_out", &self.p.outbox.buffered())
             .finish()
+    }
+}
+
+/// A single item that no copy is kept of.
+fn plain_unit<'p, In>() -> Unit<'p, In, In> {
+    Unit {
+        keep: None,
+        into_items: |item| vec![item],
+        items: 1,
     }
 }
 

@@ -310,7 +310,7 @@ impl<'scope, M> Pool<'scope, M> {
                         self.ask_for_worker();
                     }
                 }
-                if !w.process(&mut processor, item) {
+                if !(w.process(&mut processor, item) && w.process_buffered(&mut processor)) {
                     break;
                 }
             }

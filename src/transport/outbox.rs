@@ -104,12 +104,19 @@ impl<T> Outbox<T> {
     #[inline]
     pub(crate) fn buffer(&mut self, item: T) {
         if self.closed {
-            self.cancelled += 1;
-            let (_, panic) = dispose(std::iter::once(item));
-            self.panic = self.panic.take().or(panic);
+            self.refuse(item);
         } else {
             self.buf.push(item);
         }
+    }
+
+    /// Drops `item`, an output that came after the edge closed.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, item: T) {
+        self.cancelled += 1;
+        let (_, panic) = dispose(std::iter::once(item));
+        self.panic = self.panic.take().or(panic);
     }
 
     /// Buffers `item`, sending the buffer when it is full.
@@ -117,8 +124,14 @@ impl<T> Outbox<T> {
     pub(crate) fn push(&mut self, item: T, token: &CancelToken) {
         self.buffer(item);
         if self.buf.len() >= self.target {
-            self.flush(token);
+            self.flush_full(token);
         }
+    }
+
+    /// `flush`, out of the per-item path of `push`.
+    #[inline(never)]
+    fn flush_full(&mut self, token: &CancelToken) {
+        self.flush(token);
     }
 
     /// Sends whatever is buffered. Returns false once the edge is closed by cancellation.
