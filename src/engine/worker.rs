@@ -627,7 +627,13 @@ where
             let before = self.emitted;
             let mut out = Emitter::new(&mut self.outbox, self.out_token, &mut self.emitted);
             match processor.process(item, &self.cx, &mut out) {
-                Ok(()) => self.plain_filtered += u64::from(self.emitted == before),
+                // A branch, not an addition: a map never takes it, and the loop stores
+                // nothing for it.
+                Ok(()) => {
+                    if self.emitted == before {
+                        self.plain_filtered += 1;
+                    }
+                }
                 Err(error) => {
                     self.close_plain(1);
                     return self.unit_failed(error, None, &plain_unit::<In>(), 1);
