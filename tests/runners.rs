@@ -317,3 +317,108 @@ fn worker_and_stage_names_reach_the_context() {
     let (out, _) = p.collect([7]).unwrap();
     assert_eq!(out, [(1, "second".to_owned(), Some("second#0".to_owned()))]);
 }
+
+/// A user-written runner with a loop of its own, as the docs of
+/// `Worker::process_buffered` describe: `next_within` for the first item of a chunk,
+/// `process` for it, `process_buffered` for the rest. Each worker records, after every
+/// `process_buffered`, what it left buffered, and the items it processed.
+struct OwnLoop<F> {
+    f: F,
+    workers: usize,
+    left_buffered: Arc<AtomicUsize>,
+    next_calls: Arc<AtomicUsize>,
+}
+
+impl<F> StageRunner<u64, u64> for OwnLoop<F>
+where
+    F: Fn(u64) -> u64 + Send + Sync,
+{
+    fn kind(&self) -> &'static str {
+        "own-loop"
+    }
+
+    fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, u64, u64>) {
+        for _ in 0..self.workers {
+            stage.spawn(move |mut w| {
+                let mut p = pipework::map(|x: u64| (self.f)(x));
+                loop {
+                    self.next_calls.fetch_add(1, Ordering::Relaxed);
+                    let item = match w.next_within(Duration::from_millis(5)) {
+                        pipework::runner::Next::Item(item) => item,
+                        pipework::runner::Next::Idle => continue,
+                        _ => break,
+                    };
+                    if !w.process(&mut p, item) {
+                        break;
+                    }
+                    let go_on = w.process_buffered(&mut p);
+                    self.left_buffered
+                        .fetch_add(w.buffered(), Ordering::Relaxed);
+                    if !go_on {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[test]
+fn process_buffered_runs_the_rest_of_the_chunk_and_counts_it() {
+    let _dog = watchdog("process_buffered", 20);
+    common::quiet_injected_panics();
+    for workers in [1, 3] {
+        let runner = OwnLoop {
+            f: |x| x * 3,
+            workers,
+            left_buffered: Arc::new(AtomicUsize::new(0)),
+            next_calls: Arc::new(AtomicUsize::new(0)),
+        };
+        let (left, calls) = (
+            Arc::clone(&runner.left_buffered),
+            Arc::clone(&runner.next_calls),
+        );
+        let p = Pipeline::new().stage("own", runner);
+        let (mut out, report) = p.collect(0..50_000u64).unwrap();
+        out.sort_unstable();
+        assert_eq!(out, (0..50_000).map(|x| x * 3).collect::<Vec<_>>());
+        assert!(report.totals().is_balanced(), "{report}");
+        assert_eq!(left.load(Ordering::Relaxed), 0, "items left in the chunk");
+        // Chunks grow to hundreds of items: a loop that took items one by one would call
+        // `next_within` once per item.
+        let calls = calls.load(Ordering::Relaxed);
+        assert!(
+            calls < 5_000,
+            "{calls} calls of next_within for 50,000 items"
+        );
+    }
+    // A panic in the middle of a chunk: the items before it were processed, the
+    // panicking one failed, the rest were cancelled; nothing is lost.
+    let runner = OwnLoop {
+        f: |x| {
+            assert!(x != 30_000, "injected panic at 30000");
+            x
+        },
+        workers: 1,
+        left_buffered: Arc::new(AtomicUsize::new(0)),
+        next_calls: Arc::new(AtomicUsize::new(0)),
+    };
+    let p = Pipeline::new().stage("own", runner);
+    let mut sunk = 0u64;
+    let err = p
+        .run(0..50_000u64, |_| {
+            sunk += 1;
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("injected panic"), "{err}");
+    let report = err.report().unwrap();
+    let stage = &report.stages[0];
+    assert!(report.totals().is_balanced(), "{report}");
+    assert_eq!(stage.failed, 1, "{report}");
+    assert_eq!(
+        stage.emitted, 30_000,
+        "every item before the panic: {report}"
+    );
+    assert_eq!(stage.filtered, 0, "{report}");
+}
