@@ -197,8 +197,8 @@
 //! 3. `policy`, `processor`, `source`, `sink`: what users supply; `error`, `report` and
 //!    `timeline`: what they read (an error carries the aborted run's report, so `error`
 //!    sits on `report`, and a report its timeline, so `report` sits on `timeline`);
-//! 4. `transport`: opaque edges (send or receive, or be woken by cancellation), the chunk-size
-//!    policy, inbox and outbox;
+//! 4. `transport`: opaque edges (send or receive, or be woken by cancellation; a blocked
+//!    thread parks on the edge's bells), the chunk-size policy, inbox and outbox;
 //! 5. `context`, `id`: the vocabulary everything shares (the cancel token, stage names).
 
 #![forbid(unsafe_code)]

@@ -21,9 +21,11 @@
 //!   `SeqCst` fence) before its last try; a ringer makes its change, then a `SeqCst`
 //!   fence, then reads `waiting`. Either the try sees the change, or the ringer sees the
 //!   waiter and unparks it (an unpark before the park makes the park return at once).
-//! - **A ring is never dropped.** `ring_one` marks the waiter it picks as rung, and a rung
-//!   waiter that leaves without having taken what it was rung for (a deadline, a
-//!   cancellation, a wait on two bells) rings the bell again on its way out.
+//! - **A ring is never dropped.** `ring_one` marks the waiter it picks as rung, and the
+//!   ring is owed until the waiter's next try (which takes the change, or finds it taken
+//!   by another thread). A waiter that leaves owing a ring — it timed out, was cancelled
+//!   before trying again, or was picked during the try that succeeded, which may have
+//!   found an earlier change — rings the bell again on its way out (see [`wait`]).
 //! - **The end wakes everyone.** Dropping the last sender of an edge rings its items bell
 //!   for every waiter; dropping the last receiver rings the room bell. The crossbeam end
 //!   is dropped before, so the woken see the channel disconnected.
@@ -174,8 +176,14 @@ pub(crate) enum First {
 /// Parks the current thread on `bells` until `attempt` has an answer, `token` is
 /// cancelled or `deadline` passes. `attempt` is tried before every park, after enlisting
 /// (see "No lost wake-up"); `first` says whether it is tried before or after the token is
-/// checked. An answer of `attempt` must be what the bells rang for (a chunk taken, a
-/// chunk sent, the edge closed): a waiter on one bell that gets one passes no ring on.
+/// checked.
+///
+/// A ring is *owed* from the moment it picks this waiter until the waiter's next try: the
+/// try takes the change it was rung for, or finds it taken by another thread. A waiter
+/// that leaves owing a ring rings that bell again on its way out. Two cases that are easy
+/// to miss: a ring that picks the waiter during the try that succeeds (the try may have
+/// found an earlier change, whose ring went to nobody), and a ring received in one pass
+/// when the next pass returns without trying (cancelled first).
 pub(crate) fn wait<R>(
     bells: &[&Bell],
     token: &CancelToken,
@@ -184,10 +192,13 @@ pub(crate) fn wait<R>(
     mut attempt: impl FnMut() -> Option<R>,
 ) -> Result<R, GaveUp> {
     let _watch = token.watch();
+    let mut owed = vec![false; bells.len()];
     loop {
         let tickets: Vec<(&Bell, Ticket)> = bells.iter().map(|b| (*b, b.enlist())).collect();
         let cancelled_first = first == First::Cancellation && token.is_cancelled();
         let found = if cancelled_first { None } else { attempt() };
+        // The try (if made) settled the rings received before it.
+        let tried = !cancelled_first;
         let outcome = match found {
             Some(done) => Some(Ok(done)),
             None if cancelled_first || token.is_cancelled() => Some(Err(GaveUp::Cancelled)),
@@ -207,22 +218,19 @@ pub(crate) fn wait<R>(
                 }
             },
         };
-        // A waiter that goes on waiting found what it was rung for taken by another thread:
-        // the ring was used. So was it when the waiter got what it waited for on its one
-        // bell. Any other ring it leaves with is passed on, so that it reaches a waiter that
-        // needs it. (Passing on the rings of a waiter that stays would hand one ring round
-        // the idle waiters for ever.)
-        let used = match &outcome {
-            None => true,
-            Some(Ok(_)) => bells.len() == 1,
-            Some(Err(_)) => false,
-        };
-        for (bell, ticket) in tickets {
-            if bell.leave(ticket) && !used {
-                bell.ring_one();
-            }
+        // A ring received now is owed until the next try. (A waiter that goes on waiting
+        // makes that try itself: passing its rings on would hand one ring round the idle
+        // waiters for ever.)
+        for ((bell, ticket), owes) in tickets.into_iter().zip(owed.iter_mut()) {
+            let rung = bell.leave(ticket);
+            *owes = (*owes && !tried) || rung;
         }
         if let Some(outcome) = outcome {
+            for (bell, owes) in bells.iter().zip(owed) {
+                if owes {
+                    bell.ring_one();
+                }
+            }
             return outcome;
         }
     }
@@ -306,15 +314,85 @@ mod tests {
         assert_eq!(bell.waiting.load(Ordering::SeqCst), 0);
     }
 
+    /// Another thread's place on a bell, for tests that play a second waiter.
+    fn stand_in() -> Arc<Waiter> {
+        Arc::new(Waiter {
+            thread: thread::current(),
+            state: AtomicU8::new(WAITING),
+        })
+    }
+
+    #[test]
+    fn a_waiter_picked_during_the_try_that_succeeds_passes_the_ring_on() {
+        let bell = Bell::default();
+        let token = CancelToken::new();
+        let other = stand_in();
+        let got = wait(&[&bell], &token, None, First::Change, || {
+            // The try finds a change whose ring went to nobody (it came before the
+            // enlisting); meanwhile a second change rings and picks this waiter, the
+            // oldest, ahead of another one.
+            bell.queue.lock().push_back(Arc::clone(&other));
+            bell.waiting.fetch_add(1, Ordering::SeqCst);
+            bell.ring_one();
+            Some(1)
+        });
+        assert_eq!(got, Ok(1));
+        assert_eq!(
+            other.state.load(Ordering::SeqCst),
+            RUNG,
+            "the second change's ring went on to the other waiter"
+        );
+    }
+
+    #[test]
+    fn a_ring_received_before_a_cancellation_is_passed_on() {
+        let bell = Arc::new(Bell::default());
+        let token = CancelToken::new();
+        let other = stand_in();
+        let helper = {
+            let (bell, token, other) = (Arc::clone(&bell), token.clone(), Arc::clone(&other));
+            thread::spawn(move || {
+                while bell.waiting.load(Ordering::SeqCst) == 0 {
+                    thread::yield_now();
+                }
+                // Parked by now, most likely (if not, it sees the cancellation in the
+                // same pass as the ring, and must pass the ring on all the same).
+                thread::sleep(Duration::from_millis(20));
+                bell.queue.lock().push_back(Arc::clone(&other));
+                bell.waiting.fetch_add(1, Ordering::SeqCst);
+                // A ring picks the oldest waiter, but the cancellation wakes it: the pass
+                // that was rung ends without an answer, and the next one returns
+                // `Cancelled` without trying.
+                loop {
+                    let waiter = bell.queue.lock().pop_front().expect("a waiter");
+                    let picked = waiter
+                        .state
+                        .compare_exchange(WAITING, RUNG, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                    if picked {
+                        bell.waiting.fetch_sub(1, Ordering::SeqCst);
+                        break;
+                    }
+                }
+                token.cancel();
+            })
+        };
+        let got: Result<(), _> = wait(&[&bell], &token, None, First::Cancellation, || None);
+        helper.join().unwrap();
+        assert_eq!(got, Err(GaveUp::Cancelled));
+        assert_eq!(
+            other.state.load(Ordering::SeqCst),
+            RUNG,
+            "the ring the cancelled waiter never tried for went on to the other waiter"
+        );
+    }
+
     #[test]
     fn a_rung_waiter_that_times_out_passes_the_ring_on() {
         let bell = Bell::default();
         let token = CancelToken::new();
         // Another thread's place on the bell, enlisted after this thread's.
-        let other = Arc::new(Waiter {
-            thread: thread::current(),
-            state: AtomicU8::new(WAITING),
-        });
+        let other = stand_in();
         let at = Instant::now() + Duration::from_millis(5);
         let mut once = true;
         let got: Result<(), _> = wait(&[&bell], &token, Some(at), First::Change, || {
