@@ -422,3 +422,43 @@ fn process_buffered_runs_the_rest_of_the_chunk_and_counts_it() {
     );
     assert_eq!(stage.filtered, 0, "{report}");
 }
+
+/// A user-written runner that catches a processor's panic around `run` and goes on with
+/// the same worker.
+struct CatchAndGoOn;
+
+impl StageRunner<u64, u64> for CatchAndGoOn {
+    fn kind(&self) -> &'static str {
+        "catch-and-go-on"
+    }
+
+    fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, u64, u64>) {
+        stage.spawn(move |mut w| {
+            let mut p = pipework::map(|x: u64| {
+                assert!(x != 500, "injected panic at 500");
+                x
+            });
+            loop {
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run(&mut p)));
+                if ran.is_ok() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn a_runner_that_catches_a_processor_panic_keeps_exact_counts() {
+    let _dog = watchdog("caught panic", 20);
+    common::quiet_injected_panics();
+    let p = Pipeline::new().stage("catch", CatchAndGoOn);
+    let (out, report) = p.collect(0..1_000u64).unwrap();
+    assert_eq!(out, (0..1_000).filter(|&x| x != 500).collect::<Vec<_>>());
+    let stage = &report.stages[0];
+    assert!(report.totals().is_balanced(), "{report}");
+    assert_eq!(stage.emitted, 999, "{report}");
+    // The item whose call panicked: the runner took it and processed nothing for it.
+    assert_eq!(stage.filtered, 1, "{report}");
+    assert_eq!(stage.failed, 0, "{report}");
+}

@@ -96,8 +96,9 @@ pub enum Next<T> {
 /// One worker of a stage: its input, its output, and the stage's policy and counters.
 ///
 /// A runner spawns workers with [`StageHandle::spawn`] and usually calls [`run`](Self::run)
-/// with the worker's processor. [`recv`](Self::recv), [`next_within`](Self::next_within)
-/// and [`process`](Self::process) are there for runners that need their own loop.
+/// with the worker's processor. [`recv`](Self::recv), [`next_within`](Self::next_within),
+/// [`process`](Self::process) and [`process_buffered`](Self::process_buffered) are there
+/// for runners that need their own loop.
 ///
 /// # Accounting
 ///
@@ -161,7 +162,8 @@ struct Parts<'scope, In: 'scope, Out: 'scope> {
     plain_from: u64,
     /// Items of the chunk the plain loop has filtered so far (the others are mapped).
     plain_filtered: u64,
-    /// Of those, the items given an outcome.
+    /// Of the items taken, those given an outcome (the plain loop's when it leaves its
+    /// chunk).
     settled: u64,
     /// Chunks taken.
     chunks: u64,
@@ -610,6 +612,7 @@ where
     where
         P: Processor<In, Out> + ?Sized,
     {
+        self.forget_caught_panic();
         self.plain_open = true;
         self.plain_from = self.taken;
         self.plain_filtered = 0;
@@ -708,6 +711,7 @@ where
     where
         P: Processor<U, Out> + ?Sized,
     {
+        self.forget_caught_panic();
         let items = how.items;
         if items == 0 {
             return !self.cx.is_cancelled();
@@ -918,13 +922,20 @@ impl<In, Out> Parts<'_, In, Out> {
         }
     }
 
+    /// Closes a plain loop that a processor panic left open and the runner caught (the
+    /// worker is still in use): the items before the panicking one were done; that one
+    /// is the runner's, counted when the worker is dropped as an item it did not process.
+    fn forget_caught_panic(&mut self) {
+        self.close_plain(1);
+    }
+
     /// Counts the items the plain loop has done in the current chunk, less `in_flight`
     /// (the last one taken, when its processor failed or panicked).
     fn close_plain(&mut self, in_flight: u64) {
         if !std::mem::take(&mut self.plain_open) {
             return;
         }
-        let done = self.taken - self.plain_from - in_flight;
+        let done = self.taken.saturating_sub(self.plain_from + in_flight);
         self.local[Counter::Filtered] += self.plain_filtered;
         self.local[Counter::Mapped] += done - self.plain_filtered;
         self.settled += done;
@@ -972,9 +983,11 @@ impl<In, Out> Drop for Parts<'_, In, Out> {
     fn drop(&mut self) {
         if self.plain_open {
             // The plain loop never returns with a chunk open: a processor call of it
-            // panicked, on the last item taken.
+            // panicked, on the last item taken. Unwinding now, or caught by the runner.
             self.close_plain(1);
-            self.in_flight = 1;
+            if std::thread::panicking() {
+                self.in_flight = 1;
+            }
         }
         if self.in_flight > 0 {
             // Dropped while a processor held a unit: the processor panicked. In a stage

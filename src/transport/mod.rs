@@ -58,7 +58,7 @@ pub(crate) struct EdgeTx<T> {
     shape: Arc<Shape>,
     /// Held by a sender while it tries to send without blocking (see `send_or_cancel`).
     gate: Arc<parking_lot::Mutex<()>>,
-    /// The edge's bells. Declared after `tx`: dropped after it (see [`Ends`]).
+    /// The edge's bells. Declared after `tx`: dropped after it (see [`End`]).
     ends: End,
 }
 
@@ -80,7 +80,7 @@ pub(crate) struct EdgeRx<T> {
     rx: Receiver<Vec<T>>,
     /// The chunk sizes the consumers ask for.
     shape: Arc<Shape>,
-    /// The edge's bells. Declared after `rx`: dropped after it (see [`Ends`]).
+    /// The edge's bells. Declared after `rx`: dropped after it (see [`End`]).
     ends: End,
 }
 
