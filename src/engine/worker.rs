@@ -155,11 +155,10 @@ struct Parts<'scope, In: 'scope, Out: 'scope> {
     in_flight: u64,
     /// Items handed out to the runner, in all.
     taken: u64,
-    /// Whether the plain loop (see `run_plain_chunk`) is inside a chunk: its outcomes
-    /// are counted when it leaves the chunk, from `plain_from` and `plain_filtered`.
-    plain_open: bool,
-    /// `taken` when the plain loop entered the chunk.
-    plain_from: u64,
+    /// While the plain loop (see `run_plain_chunk`) is inside a chunk: `taken` when it
+    /// entered. The chunk's outcomes are counted when the loop leaves it, from this and
+    /// `plain_filtered`.
+    plain_from: Option<u64>,
     /// Items of the chunk the plain loop has filtered so far (the others are mapped).
     plain_filtered: u64,
     /// Of the items taken, those given an outcome (the plain loop's when it leaves its
@@ -369,8 +368,7 @@ where
             reported_emitted: 0,
             in_flight: 0,
             taken: 0,
-            plain_open: false,
-            plain_from: 0,
+            plain_from: None,
             plain_filtered: 0,
             settled: 0,
             chunks: 0,
@@ -613,8 +611,7 @@ where
         P: Processor<In, Out> + ?Sized,
     {
         self.forget_caught_panic();
-        self.plain_open = true;
-        self.plain_from = self.taken;
+        self.plain_from = Some(self.taken);
         self.plain_filtered = 0;
         loop {
             // Checked before each item, as `next_buffered` does; not after the call.
@@ -932,10 +929,10 @@ impl<In, Out> Parts<'_, In, Out> {
     /// Counts the items the plain loop has done in the current chunk, less `in_flight`
     /// (the last one taken, when its processor failed or panicked).
     fn close_plain(&mut self, in_flight: u64) {
-        if !std::mem::take(&mut self.plain_open) {
+        let Some(from) = self.plain_from.take() else {
             return;
-        }
-        let done = self.taken.saturating_sub(self.plain_from + in_flight);
+        };
+        let done = self.taken.saturating_sub(from + in_flight);
         self.local[Counter::Filtered] += self.plain_filtered;
         self.local[Counter::Mapped] += done - self.plain_filtered;
         self.settled += done;
@@ -981,7 +978,7 @@ impl<In, Out> Parts<'_, In, Out> {
 
 impl<In, Out> Drop for Parts<'_, In, Out> {
     fn drop(&mut self) {
-        if self.plain_open {
+        if self.plain_from.is_some() {
             // The plain loop never returns with a chunk open: a processor call of it
             // panicked, on the last item taken. Unwinding now, or caught by the runner.
             self.close_plain(1);

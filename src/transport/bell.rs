@@ -130,28 +130,32 @@ impl Bell {
 
     #[cold]
     fn ring(&self, all: bool) {
-        let mut woken = Vec::new();
-        {
-            let mut queue = self.queue.lock();
-            while let Some(waiter) = queue.pop_front() {
-                let picked = waiter
-                    .state
-                    .compare_exchange(WAITING, RUNG, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok();
-                if picked {
-                    self.waiting.fetch_sub(1, Ordering::SeqCst);
-                    woken.push(waiter);
-                    if !all {
-                        break;
-                    }
+        // Unparked after the lock is released: the woken thread may run at once, and must
+        // not find the lock still held by its waker.
+        for waiter in self.pick(all) {
+            waiter.thread.unpark();
+        }
+    }
+
+    /// Marks the waiter that has waited longest (or every waiter) as rung and takes it off
+    /// the queue, passing over those that left on their own.
+    fn pick(&self, all: bool) -> Vec<Arc<Waiter>> {
+        let mut picked = Vec::new();
+        let mut queue = self.queue.lock();
+        while let Some(waiter) = queue.pop_front() {
+            let rung = waiter
+                .state
+                .compare_exchange(WAITING, RUNG, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if rung {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                picked.push(waiter);
+                if !all {
+                    break;
                 }
             }
         }
-        // Unparked after the lock is released: the woken thread may run at once, and must
-        // not find the lock still held by its waker.
-        for waiter in woken {
-            waiter.thread.unpark();
-        }
+        picked
     }
 }
 
@@ -363,17 +367,7 @@ mod tests {
                 // A ring picks the oldest waiter, but the cancellation wakes it: the pass
                 // that was rung ends without an answer, and the next one returns
                 // `Cancelled` without trying.
-                loop {
-                    let waiter = bell.queue.lock().pop_front().expect("a waiter");
-                    let picked = waiter
-                        .state
-                        .compare_exchange(WAITING, RUNG, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
-                    if picked {
-                        bell.waiting.fetch_sub(1, Ordering::SeqCst);
-                        break;
-                    }
-                }
+                assert_eq!(bell.pick(false).len(), 1, "a waiter to pick");
                 token.cancel();
             })
         };

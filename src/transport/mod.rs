@@ -227,20 +227,21 @@ impl<T> EdgeRx<T> {
         deadline: Option<Instant>,
         rounds: u32,
     ) -> Recv<Vec<T>> {
-        let mut attempt = || match self.try_recv() {
+        let attempt = || match self.try_recv() {
             Recv::TimedOut => None,
             got => Some(got),
         };
         // Cancellation first: a cancelled run takes no more chunks.
-        if let Some(done) = spin(token, deadline, rounds, &mut attempt) {
-            return done;
-        }
         let items = &self.ends.ends.items;
-        match bell::wait(&[items], token, deadline, First::Cancellation, attempt) {
-            Ok(got) => got,
-            Err(GaveUp::Cancelled) => Recv::Cancelled,
-            Err(GaveUp::TimedOut) => Recv::TimedOut,
-        }
+        let waited = spin_then_park(
+            &[items],
+            token,
+            deadline,
+            rounds,
+            First::Cancellation,
+            attempt,
+        );
+        waited.unwrap_or_else(GaveUp::into_recv)
     }
 
     /// The next chunk if one is ready ([`Recv::TimedOut`] when none is); rings the room
@@ -318,7 +319,7 @@ pub(crate) fn dispose<I: ExactSizeIterator>(items: I) -> (u64, Option<Payload>) 
 fn send_or_cancel<T>(tx: &EdgeTx<T>, chunk: Vec<T>, token: &CancelToken) -> Result<(), Vec<T>> {
     let mut held = Some(chunk);
     // Room first: a chunk that fits is sent even if the run was cancelled meanwhile.
-    let mut attempt = || {
+    let attempt = || {
         let chunk = held.take()?;
         match tx.offer(chunk) {
             Ok(()) => Some(Ok(())),
@@ -329,16 +330,15 @@ fn send_or_cancel<T>(tx: &EdgeTx<T>, chunk: Vec<T>, token: &CancelToken) -> Resu
             }
         }
     };
-    let mut backoff = Backoff::default();
-    loop {
-        if let Some(sent) = attempt() {
-            return sent;
-        }
-        if token.is_cancelled() || !backoff.snooze() {
-            break;
-        }
-    }
-    let waited = bell::wait(&[&tx.ends.ends.room], token, None, First::Change, attempt);
+    let room = &tx.ends.ends.room;
+    let waited = spin_then_park(
+        &[room],
+        token,
+        None,
+        Backoff::ROUNDS,
+        First::Change,
+        attempt,
+    );
     match waited {
         Ok(sent) => sent,
         // Cancelled (no deadline was given): the chunk is still held.
@@ -357,16 +357,10 @@ struct Backoff {
     rounds: u32,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new(Backoff::ROUNDS)
-    }
-}
-
 impl Backoff {
     /// Spins until this many rounds, then yields.
     const SPIN: u32 = 4;
-    /// Gives up after this many rounds, by default.
+    /// Gives up after this many rounds, unless told otherwise.
     const ROUNDS: u32 = 7;
     /// Rounds for a consumer with few siblings (see [`Backoff::rounds_for`]).
     const PATIENT_ROUNDS: u32 = 11;
@@ -416,23 +410,53 @@ impl Backoff {
 }
 
 /// The short wait before parking (see [`Backoff`]): tries `attempt` until it has an answer,
-/// `token` is cancelled, the backoff is over or `deadline` passes. `None`: time to park.
+/// `token` is cancelled, `rounds` of backoff are over or `deadline` passes. `None`: time
+/// to park. `first` orders the try and the token check, as in [`bell::wait`].
 fn spin<R>(
     token: &CancelToken,
     deadline: Option<Instant>,
     rounds: u32,
-    mut attempt: impl FnMut() -> Option<Recv<R>>,
-) -> Option<Recv<R>> {
+    first: First,
+    mut attempt: impl FnMut() -> Option<R>,
+) -> Option<Result<R, GaveUp>> {
     let mut backoff = Backoff::new(rounds);
     loop {
-        if token.is_cancelled() {
-            return Some(Recv::Cancelled);
+        if first == First::Cancellation && token.is_cancelled() {
+            return Some(Err(GaveUp::Cancelled));
         }
         if let Some(done) = attempt() {
-            return Some(done);
+            return Some(Ok(done));
+        }
+        if first == First::Change && token.is_cancelled() {
+            return Some(Err(GaveUp::Cancelled));
         }
         if !backoff.snooze() || deadline.is_some_and(|d| Instant::now() >= d) {
             return None;
+        }
+    }
+}
+
+/// Every wait on an edge: [`spin`], then park on `bells` ([`bell::wait`]).
+fn spin_then_park<R>(
+    bells: &[&Bell],
+    token: &CancelToken,
+    deadline: Option<Instant>,
+    rounds: u32,
+    first: First,
+    mut attempt: impl FnMut() -> Option<R>,
+) -> Result<R, GaveUp> {
+    match spin(token, deadline, rounds, first, &mut attempt) {
+        Some(done) => done,
+        None => bell::wait(bells, token, deadline, first, attempt),
+    }
+}
+
+impl GaveUp {
+    /// What a receive that gave up found.
+    fn into_recv<M>(self) -> Recv<M> {
+        match self {
+            GaveUp::Cancelled => Recv::Cancelled,
+            GaveUp::TimedOut => Recv::TimedOut,
         }
     }
 }
@@ -457,22 +481,19 @@ pub(crate) fn recv_or_cancel<M>(
     token: &CancelToken,
     deadline: Option<Instant>,
 ) -> Recv<M> {
-    recv_spun(rx, token, deadline, Backoff::ROUNDS)
-}
-
-/// [`recv_or_cancel`], with `rounds` of [`Backoff`] before it parks.
-fn recv_spun<M>(
-    rx: &Receiver<M>,
-    token: &CancelToken,
-    deadline: Option<Instant>,
-    rounds: u32,
-) -> Recv<M> {
-    if let Some(done) = spin(token, deadline, rounds, || match rx.try_recv() {
+    let attempt = || match rx.try_recv() {
         Ok(m) => Some(Recv::Got(m)),
         Err(TryRecvError::Disconnected) => Some(Recv::Closed),
         Err(TryRecvError::Empty) => None,
-    }) {
-        return done;
+    };
+    if let Some(done) = spin(
+        token,
+        deadline,
+        Backoff::ROUNDS,
+        First::Cancellation,
+        attempt,
+    ) {
+        return done.unwrap_or_else(GaveUp::into_recv);
     }
     let mut sel = Select::new();
     let recv = sel.recv(rx);
@@ -528,19 +549,15 @@ pub(crate) fn recv_either<A, B>(
             _ => None,
         },
     };
-    let mut backoff = Backoff::default();
-    loop {
-        if token.is_cancelled() {
-            return Either::Cancelled;
-        }
-        if let Some(either) = attempt() {
-            return either;
-        }
-        if !backoff.snooze() || deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-    }
-    match bell::wait(&bells, token, deadline, First::Cancellation, attempt) {
+    let rounds = Backoff::ROUNDS;
+    match spin_then_park(
+        &bells,
+        token,
+        deadline,
+        rounds,
+        First::Cancellation,
+        attempt,
+    ) {
         Ok(either) => either,
         Err(GaveUp::Cancelled) => Either::Cancelled,
         Err(GaveUp::TimedOut) => Either::Idle,
