@@ -132,8 +132,12 @@ impl Bell {
     fn ring(&self, all: bool) {
         // Unparked after the lock is released: the woken thread may run at once, and must
         // not find the lock still held by its waker.
-        for waiter in self.pick(all) {
+        let picked = self.pick(all);
+        for waiter in &picked {
             waiter.thread.unpark();
+        }
+        if !picked.is_empty() {
+            WOKE.with(|woke| woke.set(true));
         }
     }
 
@@ -157,6 +161,17 @@ impl Bell {
         }
         picked
     }
+}
+
+thread_local! {
+    /// Whether this thread has unparked a waiter (by a ring) since it last began to wait
+    /// on an edge: see `transport::spin`, which reads and clears it.
+    static WOKE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread has unparked a waiter since the last call; clears the mark.
+pub(crate) fn take_woke() -> bool {
+    WOKE.with(|woke| woke.replace(false))
 }
 
 /// Why [`wait`] gave up.
