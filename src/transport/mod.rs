@@ -424,8 +424,8 @@ fn spin<R>(
     // threads it wakes need cores: in a trickle through four `Fifo` stages (one item a
     // millisecond, each hop timed) the third thread woken in a row waited while the two
     // before it, having handed on their items, were still yielding on both cores: 25–51
-    // µs at the median for that hop, 7–13 µs for the others, and 7–13 µs for every hop
-    // without these yields. W6's median added latency went from 91.5 µs (IQR
+    // µs at the median for that hop, where 3b080a3 took 11–16 µs; without these yields
+    // every hop's median was 7–15 µs. W6's median added latency went from 91.5 µs (IQR
     // 83–100) to 78.5 µs (65–88), 20 interleaved rounds each; W1, W2, W3, W4 and W11 did
     // not move beyond the noise (six `--quick` rounds each).
     let rounds = if bell::take_woke() {
