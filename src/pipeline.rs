@@ -2,6 +2,7 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use crate::context::CancelToken;
@@ -65,6 +66,9 @@ pub struct Pipeline<'a, In, Out = In> {
     max_chunk: usize,
     /// The stack size of the run's threads, if set.
     stack_size: Option<usize>,
+    /// The chunk size the edge into the sink ended its last run with (see
+    /// `StageMeta::chunks`).
+    sink_chunks: Arc<AtomicUsize>,
 }
 
 /// What a run needs to know about a stage before it starts.
@@ -79,6 +83,9 @@ pub(crate) struct StageMeta {
     pub(crate) capacity: Option<usize>,
     /// What `StageRunner::check` found wrong.
     problem: Option<String>,
+    /// The chunk size the stage's input edge ended its last run with: the next run of the
+    /// definition starts there instead of at one item (see `transport::pace`).
+    chunks: Arc<AtomicUsize>,
 }
 
 impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
@@ -90,6 +97,7 @@ impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
             capacity: DEFAULT_CAPACITY,
             max_chunk: DEFAULT_MAX_CHUNK,
             stack_size: None,
+            sink_chunks: Arc::new(AtomicUsize::new(1)),
         }
     }
 }
@@ -137,6 +145,8 @@ where
             keeps_order: runner.keeps_order(),
             capacity: options.capacity,
             problem: runner.check().err(),
+            // The edge that fed the sink feeds the new stage; the sink gets a new one.
+            chunks: self.sink_chunks,
         });
         Pipeline {
             chain: Box::new(Then {
@@ -150,6 +160,7 @@ where
             capacity: self.capacity,
             max_chunk: self.max_chunk,
             stack_size: self.stack_size,
+            sink_chunks: Arc::new(AtomicUsize::new(1)),
         }
     }
 
@@ -333,6 +344,10 @@ where
             max_chunk: self.max_chunk,
             stack_size: self.stack_size,
             default_capacity: self.capacity,
+            chunks: (self.metas.iter().map(|meta| &meta.chunks))
+                .chain([&self.sink_chunks])
+                .map(Arc::clone)
+                .collect(),
             external: token,
             timeout,
         }

@@ -760,3 +760,49 @@ fn a_panic_hands_on_what_came_before_it_even_after_a_later_item_failed() {
         "runs that lost part of the prefix (run, items): {lost:?}"
     );
 }
+
+/// The items of the first chunk stage 0's worker took, in a run of `pipeline` over
+/// `0..n` with its timeline recorded.
+fn first_chunk(pipeline: &Pipeline<'_, u64>, n: u64) -> u64 {
+    let report = pipeline
+        .job()
+        .record_timeline()
+        .run(0..n, |_| Ok(()))
+        .unwrap();
+    assert!(report.totals().is_balanced());
+    let timeline = report.timeline().expect("recorded");
+    let track = timeline.stage_tracks(0).next().expect("a worker's track");
+    track
+        .intervals()
+        .iter()
+        .find(|i| i.state() == pipework::State::Busy && i.item_count() > 0)
+        .expect("a chunk")
+        .item_count()
+}
+
+#[test]
+fn a_definitions_next_run_starts_with_the_chunk_sizes_its_last_run_ended_with() {
+    let _dog = watchdog("remembered chunk sizes", 60);
+    // A service runs a small batch per request through one definition: without memory,
+    // every run grows its chunks from one item again (W11).
+    let pipeline = Pipeline::new()
+        .stage("a", Fifo::new(pipework::map(|x: u64| x + 1)))
+        .stage("b", Fifo::new(pipework::map(|x: u64| x * 2)));
+    assert_eq!(
+        first_chunk(&pipeline, 10_000),
+        1,
+        "a first run starts at one item"
+    );
+    let next = first_chunk(&pipeline, 10_000);
+    assert!(
+        next >= 64,
+        "the next run started with a chunk of {next} items"
+    );
+    // Outputs and accounting are the same whatever the chunking.
+    let (out, report) = pipeline.collect(0..1_000u64).unwrap();
+    assert!(report.totals().is_balanced());
+    assert!(out.iter().copied().eq((0..1_000u64).map(|x| (x + 1) * 2)));
+    // A new definition starts from one item again.
+    let fresh = Pipeline::new().stage("a", Fifo::new(pipework::map(|x: u64| x + 1)));
+    assert_eq!(first_chunk(&fresh, 10_000), 1);
+}

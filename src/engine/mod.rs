@@ -222,8 +222,9 @@ where
         let shape = Arc::clone(last.shape());
         let mut lp = SinkLoop {
             run,
+            // Where its edge's advice starts (see `pace::Shape`), before `inbox` takes it.
+            pacer: Pacer::new(shape.advice()),
             inbox: Inbox::new(SharedInput::lone(last), shape, 0),
-            pacer: Pacer::new(1),
             report: SinkReport::default(),
             delivered,
             deliveries,

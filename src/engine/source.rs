@@ -39,7 +39,7 @@ where
         let Some(source) = source.as_mut() else {
             return;
         };
-        let mut limit = 1usize;
+        let mut limit = shape.start();
         while !token.is_cancelled() {
             if out.buffered() == 0 {
                 chunk_started.set(Instant::now());

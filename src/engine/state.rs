@@ -33,6 +33,7 @@
 //! after reading every output) is suppressed.
 
 use std::cell::Cell;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,9 @@ pub(crate) struct RunState {
     pub(crate) stack_size: Option<usize>,
     /// Capacity of the last edge, into the sink.
     sink_capacity: usize,
+    /// Where each edge (into stage `i`, then into the sink) remembers its chunk size for
+    /// the definition's next run.
+    chunks: Vec<Arc<AtomicUsize>>,
     /// Items found queued for the sink after a cancelled run.
     sink_leftover: AtomicU64,
     /// What the source thread did; written once when it ends.
@@ -191,6 +195,8 @@ pub(crate) struct RunConfig {
     pub(crate) max_chunk: usize,
     pub(crate) stack_size: Option<usize>,
     pub(crate) default_capacity: usize,
+    /// One per edge: into each stage, then into the sink.
+    pub(crate) chunks: Vec<Arc<AtomicUsize>>,
     pub(crate) external: Option<CancelToken>,
     pub(crate) timeout: Option<Duration>,
 }
@@ -213,6 +219,7 @@ impl RunState {
             max_chunk: config.max_chunk,
             stack_size: config.stack_size,
             sink_capacity: config.default_capacity,
+            chunks: config.chunks,
             sink_leftover: AtomicU64::new(0),
             source: Mutex::new(SourceReport::default()),
             source_read: AtomicU64::new(0),
@@ -424,6 +431,11 @@ impl RunState {
         }
     }
 
+    /// Where the edge into stage `index` (or into the sink) remembers its chunk size.
+    pub(crate) fn chunks_of(&self, index: usize) -> Option<&Arc<AtomicUsize>> {
+        self.chunks.get(index)
+    }
+
     /// The capacity of the queue into stage `index` (or the sink, past the end).
     pub(crate) fn capacity_of(&self, index: usize) -> usize {
         self.stages
@@ -486,6 +498,7 @@ mod tests {
             max_chunk: 1,
             stack_size: None,
             default_capacity: 1,
+            chunks: Vec::new(),
             external: None,
             timeout: None,
         };

@@ -44,7 +44,7 @@ use super::record::Observe;
 use super::sink::Deliveries;
 use super::state::{RunState, Tapped};
 use crate::context::CancelToken;
-use crate::transport::{EdgeRx, EdgeTx, Shape, edge, lane};
+use crate::transport::{EdgeRx, EdgeTx, Shape, edge, lane, remembering_edge};
 
 /// A thread's body.
 pub(crate) type Body<'scope> = Box<dyn FnOnce() + Send + 'scope>;
@@ -380,7 +380,11 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
     /// A new edge into stage `index` (or into the sink, past the last stage), tapped: what
     /// is left in it after the join counts as cancelled for that stage.
     pub(crate) fn edge_into<T: Send + 'scope>(&self, index: usize) -> (EdgeTx<T>, EdgeRx<T>) {
-        let (tx, rx) = edge(self.run.capacity_of(index), self.run.max_chunk);
+        let capacity = self.run.capacity_of(index);
+        let (tx, rx) = match self.run.chunks_of(index) {
+            Some(memory) => remembering_edge(capacity, self.run.max_chunk, Arc::clone(memory)),
+            None => edge(capacity, self.run.max_chunk),
+        };
         self.tap(index, &rx);
         (tx, rx)
     }

@@ -33,16 +33,19 @@ pub(crate) struct Outbox<T> {
 
 impl<T> Outbox<T> {
     pub(crate) fn new(edge: EdgeTx<T>) -> Self {
-        Outbox {
+        let start = edge.shape().start();
+        let mut outbox = Outbox {
             edge,
             buf: Vec::new(),
-            own_limit: 1,
+            own_limit: start,
             target: 1,
             closed: false,
             cancelled: 0,
             blocked_ns: 0,
             panic: None,
-        }
+        };
+        outbox.retarget();
+        outbox
     }
 
     /// Recomputes the size at which the buffer is sent: the consumers' advice, the

@@ -1,9 +1,11 @@
 //! How big a chunk is: the one place where chunk sizes are decided.
 //!
-//! The target starts at 1. After every chunk a consumer measures its own cost per item and
-//! *advises* the edge that feeds it: `BUDGET / cost`, at most twice the previous advice, at
-//! most the pipeline's `max_chunk`. A producer sends when its buffer reaches the smaller of
-//! that advice and the same bound computed from its *own* cost per item, so that
+//! The target starts at 1, on the first run of a definition; a later run of the same
+//! definition starts each edge where it ended the run before (see [`Shape`]). After every
+//! chunk a consumer measures its own cost per item and *advises* the edge that feeds it:
+//! `BUDGET / cost`, at most twice the previous advice, at most the pipeline's `max_chunk`.
+//! A producer sends when its buffer reaches the smaller of that advice and the same bound
+//! computed from its *own* cost per item, so that
 //!
 //! - a cheap stage moves hundreds of items per channel operation;
 //! - a slow consumer gets chunks of one item, so a pool never holds a chunk of slow items on
@@ -64,12 +66,32 @@ pub(crate) const fn chunk_cap<T>() -> usize {
 }
 
 /// The chunk-size state of one edge, shared by its producers and consumers.
+///
+/// An edge of a pipeline definition remembers the advice it ended a run with, and the
+/// definition's next run starts from it (`Shape::remembering`): a service that runs a small
+/// batch per request through one definition does not grow its chunks from one item again
+/// every time. A run that starts with chunks too large for its items (cheap items last
+/// time, slow ones now) is what `inbox`'s stealing is for; its consumers' advice shrinks
+/// after their first chunk.
 #[derive(Debug)]
 pub(crate) struct Shape {
     /// The chunk size the consumers ask for.
     advice: AtomicUsize,
     /// The largest chunk size allowed on this edge.
     max: usize,
+    /// The advice this edge started with: where its producers' own bounds start too.
+    start: usize,
+    /// Where the advice is kept for the next run, if the edge belongs to a definition.
+    memory: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for Shape {
+    fn drop(&mut self) {
+        if let Some(memory) = &self.memory {
+            // Ordering: Relaxed, see `advice`: a hint for the next run.
+            memory.store(self.advice(), Ordering::Relaxed);
+        }
+    }
 }
 
 impl Shape {
@@ -77,7 +99,28 @@ impl Shape {
         Arc::new(Shape {
             advice: AtomicUsize::new(1),
             max: max.max(1),
+            start: 1,
+            memory: None,
         })
+    }
+
+    /// The shape of an edge that starts from the advice in `memory` and leaves its own
+    /// there when the run ends.
+    pub(crate) fn remembering(max: usize, memory: Arc<AtomicUsize>) -> Arc<Self> {
+        let max = max.max(1);
+        // Ordering: Relaxed, see `advice`.
+        let start = memory.load(Ordering::Relaxed).clamp(1, max);
+        Arc::new(Shape {
+            advice: AtomicUsize::new(start),
+            max,
+            start,
+            memory: Some(memory),
+        })
+    }
+
+    /// The chunk size a producer's own bound starts from: 1, or what the edge remembered.
+    pub(crate) fn start(&self) -> usize {
+        self.start
     }
 
     /// The chunk size consumers asked for last.
