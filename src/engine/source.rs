@@ -39,7 +39,9 @@ where
         let Some(source) = source.as_mut() else {
             return;
         };
-        let mut limit = shape.start();
+        // One item until the first chunk is measured (see `pace::Shape`): the first item of
+        // a run is not held for the next, which a blocking iterator may not have yet.
+        let mut limit = 1usize;
         while !token.is_cancelled() {
             if out.buffered() == 0 {
                 chunk_started.set(Instant::now());

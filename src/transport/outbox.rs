@@ -33,19 +33,18 @@ pub(crate) struct Outbox<T> {
 
 impl<T> Outbox<T> {
     pub(crate) fn new(edge: EdgeTx<T>) -> Self {
-        let start = edge.shape().start();
-        let mut outbox = Outbox {
+        Outbox {
             edge,
             buf: Vec::new(),
-            own_limit: start,
+            // One item until the first chunk is measured, even on an edge that remembers
+            // larger chunks (see `pace::Shape`): a first output is never held for more.
+            own_limit: 1,
             target: 1,
             closed: false,
             cancelled: 0,
             blocked_ns: 0,
             panic: None,
-        };
-        outbox.retarget();
-        outbox
+        }
     }
 
     /// Recomputes the size at which the buffer is sent: the consumers' advice, the

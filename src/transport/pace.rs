@@ -70,16 +70,20 @@ pub(crate) const fn chunk_cap<T>() -> usize {
 /// An edge of a pipeline definition remembers the advice it ended a run with, and the
 /// definition's next run starts from it (`Shape::remembering`): a service that runs a small
 /// batch per request through one definition does not grow its chunks from one item again
-/// every time. A run that starts with chunks too large for its items (cheap items last
-/// time, slow ones now) is what `inbox`'s stealing is for; its consumers' advice shrinks
-/// after their first chunk.
+/// every time. The consumers' advice starts there; a producer's own bound still starts at
+/// one item, so that the first output of a run is never held back for more (a blocking
+/// source may not have the next item for a long time), and after its first chunk it may
+/// jump to the remembered size at once if its measured cost fits the budget at that size
+/// ([`fit`](Self::fit)). A run whose items are slower than last time's gets chunks sized
+/// for the old items from its first producers' second chunk until its consumers have
+/// measured theirs: what stealing (`inbox`) is for.
 #[derive(Debug)]
 pub(crate) struct Shape {
     /// The chunk size the consumers ask for.
     advice: AtomicUsize,
     /// The largest chunk size allowed on this edge.
     max: usize,
-    /// The advice this edge started with: where its producers' own bounds start too.
+    /// The advice this edge started with: a bound may grow to it in one step.
     start: usize,
     /// Where the advice is kept for the next run, if the edge belongs to a definition.
     memory: Option<Arc<AtomicUsize>>,
@@ -118,11 +122,6 @@ impl Shape {
         })
     }
 
-    /// The chunk size a producer's own bound starts from: 1, or what the edge remembered.
-    pub(crate) fn start(&self) -> usize {
-        self.start
-    }
-
     /// The chunk size consumers asked for last.
     #[inline]
     pub(crate) fn advice(&self) -> usize {
@@ -139,11 +138,12 @@ impl Shape {
     }
 
     /// The chunk size that keeps `cost_ns` per item within the budget, growing from
-    /// `current` by at most a factor of two.
+    /// `current` by at most a factor of two, or at once to the size the edge remembered.
     pub(crate) fn fit(&self, current: usize, cost_ns: u64) -> usize {
         let fit = BUDGET_NS / cost_ns.max(1);
         let fit = usize::try_from(fit).unwrap_or(usize::MAX);
-        fit.min(current.saturating_mul(2)).clamp(1, self.max)
+        let grown = current.saturating_mul(2).max(self.start);
+        fit.min(grown).clamp(1, self.max)
     }
 }
 
@@ -236,6 +236,29 @@ mod tests {
         assert_eq!(shape.fit(200, 1_000), 256);
         // A zero cost is treated as 1 ns and never overflows.
         assert_eq!(shape.fit(usize::MAX, 0), 256);
+    }
+
+    #[test]
+    fn a_remembered_size_is_reached_in_one_step_when_the_cost_allows() {
+        let memory = Arc::new(AtomicUsize::new(200));
+        let shape = Shape::remembering(256, Arc::clone(&memory));
+        assert_eq!(
+            shape.advice(),
+            200,
+            "consumers start from the remembered advice"
+        );
+        // Cheap items: from one item straight to the remembered size, then doubling.
+        assert_eq!(shape.fit(1, 1_000), 200);
+        assert_eq!(shape.fit(200, 100), 256);
+        // Slow items: the budget decides, whatever was remembered.
+        assert_eq!(shape.fit(1, 1_000_000), 1);
+        assert_eq!(shape.fit(1, 10_000), 50);
+        // The last advice is left for the next run, within the edge's bounds.
+        shape.advise(37);
+        drop(shape);
+        assert_eq!(memory.load(Ordering::Relaxed), 37);
+        memory.store(10_000, Ordering::Relaxed);
+        assert_eq!(Shape::remembering(256, memory).advice(), 256);
     }
 
     #[test]
