@@ -44,7 +44,7 @@ use super::record::Observe;
 use super::sink::Deliveries;
 use super::state::{RunState, Tapped};
 use crate::context::CancelToken;
-use crate::transport::{EdgeRx, EdgeTx, Shape, edge, lane, remembering_edge};
+use crate::transport::{EdgeRx, EdgeTx, Shape, lane};
 
 /// A thread's body.
 pub(crate) type Body<'scope> = Box<dyn FnOnce() + Send + 'scope>;
@@ -380,11 +380,12 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
     /// A new edge into stage `index` (or into the sink, past the last stage), tapped: what
     /// is left in it after the join counts as cancelled for that stage.
     pub(crate) fn edge_into<T: Send + 'scope>(&self, index: usize) -> (EdgeTx<T>, EdgeRx<T>) {
-        let capacity = self.run.capacity_of(index);
-        let (tx, rx) = match self.run.chunks_of(index) {
-            Some(memory) => remembering_edge(capacity, self.run.max_chunk, Arc::clone(memory)),
-            None => edge(capacity, self.run.max_chunk),
+        let max = self.run.max_chunk;
+        let shape = match self.run.chunks_of(index) {
+            Some(memory) => Shape::remembering(max, Arc::clone(memory)),
+            None => Shape::new(max),
         };
+        let (tx, rx) = lane(self.run.capacity_of(index), shape);
         self.tap(index, &rx);
         (tx, rx)
     }

@@ -161,16 +161,6 @@ pub(crate) fn edge<T>(capacity: usize, max_chunk: usize) -> (EdgeTx<T>, EdgeRx<T
     lane(capacity, Shape::new(max_chunk))
 }
 
-/// A new edge like [`edge`], whose chunk sizes start from `memory` and are left there
-/// when it is gone (see [`Shape`]).
-pub(crate) fn remembering_edge<T>(
-    capacity: usize,
-    max_chunk: usize,
-    memory: Arc<AtomicUsize>,
-) -> (EdgeTx<T>, EdgeRx<T>) {
-    lane(capacity, Shape::remembering(max_chunk, memory))
-}
-
 /// A new edge holding at most `capacity` chunks, whose consumers advise `shape` (a channel
 /// private to a stage, standing in for the stage's input).
 pub(crate) fn lane<T>(capacity: usize, shape: Arc<Shape>) -> (EdgeTx<T>, EdgeRx<T>) {

@@ -100,25 +100,26 @@ impl Drop for Shape {
 
 impl Shape {
     pub(crate) fn new(max: usize) -> Arc<Self> {
-        Arc::new(Shape {
-            advice: AtomicUsize::new(1),
-            max: max.max(1),
-            start: 1,
-            memory: None,
-        })
+        Self::with(max, None)
     }
 
     /// The shape of an edge that starts from the advice in `memory` and leaves its own
     /// there when the run ends.
     pub(crate) fn remembering(max: usize, memory: Arc<AtomicUsize>) -> Arc<Self> {
+        Self::with(max, Some(memory))
+    }
+
+    fn with(max: usize, memory: Option<Arc<AtomicUsize>>) -> Arc<Self> {
         let max = max.max(1);
         // Ordering: Relaxed, see `advice`.
-        let start = memory.load(Ordering::Relaxed).clamp(1, max);
+        let start = memory
+            .as_ref()
+            .map_or(1, |m| m.load(Ordering::Relaxed).clamp(1, max));
         Arc::new(Shape {
             advice: AtomicUsize::new(start),
             max,
             start,
-            memory: Some(memory),
+            memory,
         })
     }
 
