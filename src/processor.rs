@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::context::{CancelToken, Context};
 use crate::error::BoxError;
-use crate::transport::Outbox;
+use crate::transport::{AfterSend, Outbox};
 
 /// Turns one input into zero, one or many outputs.
 ///
@@ -137,6 +137,8 @@ pub struct Emitter<'a, T> {
     /// The worker's running total of outputs, counted as they are emitted (so that a
     /// processor that panics after emitting leaves them counted).
     total: &'a mut u64,
+    /// Called after each chunk sent, for an ordered pool's worker.
+    after_send: Option<&'a dyn AfterSend>,
 }
 
 impl<'a, T> Emitter<'a, T> {
@@ -144,12 +146,14 @@ impl<'a, T> Emitter<'a, T> {
         outbox: &'a mut Outbox<T>,
         token: &'a CancelToken,
         total: &'a mut u64,
+        after_send: Option<&'a dyn AfterSend>,
     ) -> Self {
         Emitter {
             outbox,
             token,
             count: 0,
             total,
+            after_send,
         }
     }
 
@@ -158,7 +162,11 @@ impl<'a, T> Emitter<'a, T> {
     pub fn emit(&mut self, item: T) {
         self.count += 1;
         *self.total += 1;
-        self.outbox.push(item, self.token);
+        if self.outbox.push(item, self.token) {
+            if let Some(hook) = self.after_send {
+                self.outbox.after_send(hook);
+            }
+        }
     }
 
     /// How many outputs this call has emitted so far.

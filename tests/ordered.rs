@@ -195,3 +195,71 @@ fn zero_workers_or_window_is_a_configuration_error() {
         .unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Config { .. }));
 }
+
+/// The names of this process's threads that start with `prefix`, sorted.
+#[cfg(target_os = "linux")]
+fn threads_named(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .expect("the process's threads are listed in /proc")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_ordered_pool_runs_on_its_workers_threads_alone() {
+    // The workers take their chunks from the input and put the outputs in order
+    // themselves: no distributor or collector thread (a small run's cost is its threads).
+    let _dog = watchdog("threads", 30);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let p = Pipeline::new().stage(
+        "ordpool",
+        Ordered::new(
+            3,
+            common::fallible(|x: u64, _: &Context| {
+                if x == 500 {
+                    *seen.lock().unwrap() = threads_named("ordpool");
+                }
+                Ok(x)
+            }),
+        ),
+    );
+    let (out, report) = p.collect(0..1_000u64).unwrap();
+    assert_eq!(out, (0..1_000u64).collect::<Vec<_>>());
+    assert_eq!(report.stages[0].workers_started, 3);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["ordpool#0", "ordpool#1", "ordpool#2"],
+        "the run's threads of the stage, seen from inside it"
+    );
+}
+
+#[test]
+fn outputs_of_many_per_item_flow_through_a_small_window() {
+    // Each item's outputs fill many chunks: a worker's queue fills in the middle of a
+    // processor call, and the outputs must be forwarded while the call goes on (the
+    // workers forward each other's outputs; there is no collector thread to do it).
+    let _dog = watchdog("fan-out", 60);
+    const PER_ITEM: u64 = 5_000;
+    let p = Pipeline::new().max_chunk(4).stage(
+        "fan",
+        Ordered::new(
+            3,
+            flat_map(|x: u64| (0..PER_ITEM).map(move |i| x * PER_ITEM + i)),
+        )
+        .window(1),
+    );
+    for _ in 0..5 {
+        let (out, report) = p.collect(0..30u64).unwrap();
+        assert_eq!(out.len() as u64, 30 * PER_ITEM);
+        assert!(
+            out.iter().enumerate().all(|(i, &y)| y == i as u64),
+            "outputs out of order"
+        );
+        assert_eq!(report.totals().sunk, 30 * PER_ITEM);
+    }
+}

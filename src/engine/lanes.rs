@@ -12,16 +12,40 @@
 //! # Ordered
 //!
 //! ```text
-//! input ─▶ deal ─┬─▶ lane 0 ─▶ worker 0 ─▶ turns 0 ─┐
-//!                └─▶ lane 1 ─▶ worker 1 ─▶ turns 1 ─┴─▶ collect ─▶ output
+//!          ┌─▶ worker 0 ─▶ turns 0 ─┐
+//! input ───┤   (tickets 1, 3, 4 …)  ├─▶ forwarded by whichever worker holds the
+//!          └─▶ worker 1 ─▶ turns 1 ─┘   collector, ticket by ticket ─▶ output
 //! ```
 //!
-//! Worker `i` gets chunks `i, i + n, i + 2n, …`. For each chunk it takes one *turn* on its
-//! turns lane: zero or more chunks of outputs, then an empty chunk. The collector takes the
-//! workers' turns in the same order, so outputs leave in input order without any sequence
-//! number, and a one-to-many processor's outputs flow on with backpressure instead of
-//! piling up: besides its input the stage holds at most `workers × (window + 2)` chunks,
-//! and each loan (below) one reply lane of as many.
+//! No thread of its own: the workers take their chunks from the stage's input, and they
+//! forward each other's outputs.
+//!
+//! **Tickets.** Each chunk a worker takes from the input gets the next ticket (under a
+//! lock held across the receive, `transport::SharedInput::ordered`), and the taker's lane
+//! is queued in ticket order (a `TurnOrder`). Tickets thus follow input order, and a
+//! worker that is free takes the next chunk, whichever it is.
+//!
+//! **Turns.** For each chunk it takes, a worker takes one *turn* on its lane: zero or more
+//! chunks of outputs, then an empty chunk. Its turns are in its tickets' order, so the
+//! turns of ticket `t` are at the front of its lane once every earlier ticket's turn has
+//! been forwarded. A one-to-many processor's outputs flow on with backpressure instead of
+//! piling up: besides its input, the stage holds at most `workers × (window + 1)` chunks
+//! (per worker, the chunk it processes and `window` turns of outputs), and each loan
+//! (below) one reply lane of as many.
+//!
+//! **Collecting.** The [`Collector`] holds the stage's output and the lanes' receivers. A
+//! worker that has sent a chunk into a lane (or a loan's reply) calls it (`AfterSend`):
+//! it forwards turns in ticket order, without ever waiting for a lane, until the next
+//! ticket's turn is not ready, then sends what it holds (a trickle is not delayed). One
+//! worker forwards at a time; one that finds the collector busy leaves a note
+//! (`pending`) that the busy one reads after it lets go, and then looks again. So a pass
+//! starts after every send: outputs never wait in a lane unless an earlier ticket's turn
+//! is unfinished (its worker will send, and call) or a pass is under way (it will reach
+//! them). The forwarding worker may block on the stage's output, as a collector thread
+//! would; the others go on until their lanes are full. The last worker to leave
+//! forwards what is left and closes the output; a lane that closes in the middle of a
+//! turn (its worker was cancelled or died) ends the forwarding, as does the turn of a
+//! failure at a position (below).
 //!
 //! # Loans
 //!
@@ -32,32 +56,39 @@
 //!                                                 └─ then reply 0, then ends its turn
 //! ```
 //!
-//! A worker keeps the rest of its chunk in a stash its siblings can reach (the workers'
-//! lanes share one group of stashes, `transport::Siblings`). A sibling with nothing to do
+//! A worker keeps the rest of its chunk in a stash its siblings can reach (the workers
+//! share one group of stashes, `transport::Siblings`). A sibling with nothing to do
 //! steals the back half of a stuck stash: it mails a reply lane's receiver to the owner
 //! (the steal's number says where the items were), sends the loan's outputs to that lane
 //! and ends it with an empty chunk. The owner, once its own part is out, forwards the
 //! replies latest steal first (each steal took the back of what was left, so a later one
-//! holds earlier items), then ends its turn: the collector sees one turn per chunk, as
+//! holds earlier items), then ends its turn: the collector sees one turn per ticket, as
 //! without loans. Loans nest: a thief's stash can be stolen from in turn. A loan that ends
 //! without its empty chunk failed at a position (the thief marked the owner's turn as the
 //! last) or was cancelled: the owner forwards nothing after it.
 //!
-//! Every lane is tapped (leftovers count as cancelled for the stage) and every lane's
-//! readers are counted like the stage input's (see `stage`).
+//! A failure at a position marks its turn's ticket as the last (`StageState::fail_in_turn`)
+//! before the turn ends: the pass that forwards that turn cancels the stage's intake and
+//! ends the forwarding.
+//!
+//! Every lane is tapped (leftovers count as cancelled for the stage), and the workers are
+//! counted as readers of the stage's input like any runner's (see `stage`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::counters::{Counter, Custody, StageStats};
 use super::record::{Clock, Off};
 use super::stage::StageHandle;
-use super::state::{StageState, turn_key};
+use super::state::StageState;
 use super::worker::{Output, Worker};
 use crate::context::CancelToken;
 use crate::transport::{
-    EdgeRx, EdgeTx, Loan, Outbox, Recv, Shape, SharedInput, Siblings, recv_or_cancel,
+    AfterSend, EdgeRx, EdgeTx, Loan, Outbox, Payload, Recv, Shape, SharedInput, TurnOrder,
+    recv_or_cancel,
 };
 use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
 
 impl<'scope, In, Out> StageHandle<'scope, '_, In, Out>
 where
@@ -98,12 +129,15 @@ where
     }
 
     /// Spawns `workers` workers running `f` whose outputs leave in the order of their
-    /// inputs, each holding at most `window` finished chunks ahead of the collector (see
-    /// [`Ordered`](crate::Ordered)). Returns whether every thread started.
+    /// inputs, each holding at most `window` finished chunks ahead of the pool's output
+    /// (see [`Ordered`](crate::Ordered)). Returns whether every thread started.
     pub fn spawn_ordered<F>(&self, workers: usize, window: usize, f: F) -> bool
     where
         F: Fn(Worker<'scope, In, Out>) + Send + Sync + 'scope,
     {
+        if workers == 0 {
+            return true;
+        }
         let index = self.stage.id.index();
         let f = Arc::new(f);
         // A turn is at least two chunks (outputs, then the empty end): room for `window`
@@ -117,48 +151,196 @@ where
                 spawner.lane_in(index, turns_capacity, Arc::clone(&shape))
             }))
         };
-        let siblings = Siblings::new();
-        let mut dealt = Vec::with_capacity(workers);
-        let mut turns = Vec::with_capacity(workers);
-        for lane in 0..workers {
-            let input_shape = Arc::clone(self.input().shape());
-            let (to_worker, from_dealer) = self.spawner.lane_in(index, 1, input_shape);
-            let (to_collector, from_worker) =
+        let (input, order) = SharedInput::ordered(self.input().clone());
+        let (lanes, turns): (Vec<_>, Vec<_>) = (0..workers)
+            .map(|_| {
                 self.spawner
-                    .lane_in(index, turns_capacity, Arc::clone(&output_shape));
+                    .lane_in(index, turns_capacity, Arc::clone(&output_shape))
+            })
+            .unzip();
+        let out = Outbox::new(self.output.clone());
+        let collector = Arc::new(Collector::new(out, turns, order, self.stage, workers));
+        for (lane, edge) in lanes.into_iter().enumerate() {
             let f = Arc::clone(&f);
             let output = Output::Turns {
-                edge: to_collector,
+                edge,
                 lane,
                 loans: Arc::clone(&loans),
+                collector: Arc::clone(&collector),
             };
-            let started = self
-                .with_shared_input(SharedInput::dealt(from_dealer, &siblings))
-                .spawn_worker(output, move |w| f(w));
+            let started = self.spawn_worker_on(Arc::clone(&input), output, move |w| f(w));
             if !started {
+                // The workers that will never start leave at once; the last to go
+                // closes the output.
+                for _ in lane..workers {
+                    collector.leave();
+                }
                 return false;
             }
-            dealt.push(to_worker);
-            turns.push(from_worker);
         }
-        if workers == 0 {
-            return true;
+        true
+    }
+}
+
+/// An ordered pool's output, forwarded by its own workers: the turns of their lanes in
+/// ticket order (see the module docs, "Collecting").
+pub(super) struct Collector<'scope, Out> {
+    /// The forwarding state; held by the worker forwarding now.
+    state: Mutex<Collecting<Out>>,
+    /// Set by a worker that sent a chunk into a lane while another was forwarding: the
+    /// forwarding one looks again before it lets go.
+    pending: AtomicBool,
+    /// Workers that have not left yet.
+    live: AtomicUsize,
+    /// The stage.
+    stage: &'scope StageState,
+}
+
+/// What the worker forwarding an ordered pool's turns holds.
+struct Collecting<Out> {
+    /// The stage's output.
+    out: Outbox<Out>,
+    /// The workers' lanes; emptied when the pool stops forwarding, so that a worker
+    /// blocked on a full lane wakes (its send fails).
+    turns: Vec<EdgeRx<Out>>,
+    /// The lane of each ticket's taker, in ticket order.
+    order: TurnOrder,
+    /// The lane whose turn is being forwarded, if its ticket has been read from `order`.
+    current: Option<usize>,
+    /// Turns forwarded whole so far: the ticket of the last one.
+    forwarded: u64,
+    /// Set once the pool forwards nothing more.
+    done: bool,
+    /// A panic an item's `Drop` raised when the output could not take it.
+    panic: Option<Payload>,
+}
+
+impl<'scope, Out> Collector<'scope, Out> {
+    fn new(
+        mut out: Outbox<Out>,
+        turns: Vec<EdgeRx<Out>>,
+        order: TurnOrder,
+        stage: &'scope StageState,
+        workers: usize,
+    ) -> Self {
+        // Forwarding costs next to nothing: let the consumer alone size the chunks.
+        out.set_own_limit(usize::MAX);
+        Collector {
+            state: Mutex::new(Collecting {
+                out,
+                turns,
+                order,
+                current: None,
+                forwarded: 0,
+                done: false,
+                panic: None,
+            }),
+            pending: AtomicBool::new(false),
+            live: AtomicUsize::new(workers),
+            stage,
         }
+    }
 
-        let input = self.input().clone();
-        let stats = &self.stage.stats;
-        let stage = self.stage;
-        let dealer = self.spawn_recorded_helper("deal", move |recorder| match recorder {
-            Some(clock) => deal(&input, &dealt, &siblings, stage, clock),
-            None => deal(&input, &dealt, &siblings, stage, &mut Off),
-        });
+    /// A worker of the pool leaves; the last one forwards what is left, closes the
+    /// output and returns the payload of a panic in an item's `Drop` met while
+    /// forwarding, for it to report.
+    ///
+    /// Only the last one takes the lock here: a worker that holds it must honour
+    /// `pending` (see `sent`), and by the time the last one leaves nobody sends.
+    pub(super) fn leave(&self) -> Option<Payload> {
+        // Ordering: AcqRel; the last one out sees every lane's last send.
+        if self.live.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return None;
+        }
+        let mut state = self.state.lock();
+        state.forward(self.stage);
+        state.finish(self.stage);
+        state.panic.take()
+    }
+}
 
-        let out = Outbox::new(self.output.clone());
-        let collector = self.spawn_recorded_helper("collect", move |recorder| match recorder {
-            Some(clock) => collect(out, &turns, stage, stats, clock),
-            None => collect(out, &turns, stage, stats, &mut Off),
-        });
-        dealer && collector
+impl<Out> AfterSend for Collector<'_, Out> {
+    /// Forwards what is ready, unless another worker is forwarding: then that one looks
+    /// again before it lets go.
+    fn sent(&self) {
+        // Ordering: SeqCst on `pending`. A sender sets it after its send and before it
+        // tries the lock; the forwarding worker clears it before it looks at the lanes
+        // and reads it after it lets go of the lock: either it sees the note, or its look
+        // began after the send, or the sender's `try_lock` finds the lock free.
+        loop {
+            self.pending.store(true, Ordering::SeqCst);
+            let Some(mut state) = self.state.try_lock() else {
+                return;
+            };
+            // A swap, not a store: reading a sender's note makes its send visible here.
+            self.pending.swap(false, Ordering::SeqCst);
+            state.forward(self.stage);
+            drop(state);
+            if !self.pending.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+}
+
+impl<Out> Collecting<Out> {
+    /// Forwards the turns that are ready, in ticket order, until the next one is not.
+    /// Never waits for a lane; may wait for room in the stage's output.
+    fn forward(&mut self, stage: &StageState) {
+        // Outputs go on after the stage's intake stops: the turns before a failure that
+        // takes effect at its position still go out.
+        let token = &stage.token;
+        while !self.done {
+            let Some(lane) = self.current.or_else(|| self.order.next()) else {
+                break;
+            };
+            self.current = Some(lane);
+            match self.turns[lane].try_recv() {
+                // An empty chunk ends the turn; the failing one's is the last.
+                Recv::Got(outputs) if outputs.is_empty() => {
+                    self.current = None;
+                    self.forwarded += 1;
+                    if stage.is_last_turn(self.forwarded) {
+                        // Nothing after it goes out, and the workers stop reading.
+                        stage.intake.cancel();
+                        self.finish(stage);
+                    }
+                }
+                Recv::Got(outputs) => {
+                    let mut custody = Custody::new(&stage.stats);
+                    custody.take(outputs.len());
+                    for item in outputs {
+                        custody.release(1);
+                        self.out.push(item, token);
+                    }
+                }
+                // Not ready: send what is held, so that a trickle is not delayed.
+                Recv::TimedOut => break,
+                // The lane's worker left in the middle of a turn (the run was cancelled,
+                // or it died): nothing after that turn can go out.
+                Recv::Closed | Recv::Cancelled => self.finish(stage),
+            }
+        }
+        if !self.done {
+            self.out.flush(token);
+        }
+    }
+
+    /// Stops forwarding: closes the stage's output and lets go of the lanes.
+    fn finish(&mut self, stage: &StageState) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let panic = self
+            .out
+            .close(&stage.token)
+            .or_else(|| self.out.take_panic());
+        self.panic = self.panic.take().or(panic);
+        stage
+            .stats
+            .add(Counter::Cancelled, self.out.take_cancelled());
+        // Leftovers in the lanes are counted by their taps.
+        self.turns.clear();
     }
 }
 
@@ -199,15 +381,16 @@ impl<'scope, Out> Loans<'scope, Out> {
     }
 
     /// Forwards to `out`, in order, the outputs of the `lent` loans taken from the chunk
-    /// lane `lane` has just finished. Returns whether every loan ended whole: a loan that
-    /// ends without its end failed at a position (or was cancelled), and what came after
-    /// it must not go out.
+    /// lane `lane` has just finished, calling `after_send` after each chunk it sends.
+    /// Returns whether every loan ended whole: a loan that ends without its end failed at
+    /// a position (or was cancelled), and what came after it must not go out.
     pub(super) fn forward(
         &self,
         lane: usize,
         lent: u32,
         out: &mut Outbox<Out>,
         token: &CancelToken,
+        after_send: &dyn AfterSend,
     ) -> bool {
         // Each thief sent its mail right after its steal, which came before this chunk was
         // used up.
@@ -231,7 +414,9 @@ impl<'scope, Out> Loans<'scope, Out> {
                     Recv::Got(outputs) if outputs.is_empty() => break,
                     Recv::Got(outputs) => {
                         for item in outputs {
-                            out.push(item, token);
+                            if out.push(item, token) {
+                                out.after_send(after_send);
+                            }
                         }
                     }
                     _ => return false,
@@ -284,109 +469,5 @@ fn fanout<In: Clone, C: Clock>(
         let advice = senders.iter().map(|s| s.shape().advice()).min();
         input.shape().advise(advice.unwrap_or(1));
         clock.work(start, clock.mark(), blocked, n);
-    }
-}
-
-/// An ordered pool's dealer: chunk `i` of `input` to worker `i mod n`. Each chunk counts
-/// as on its way to the workers' `siblings` until its worker has loaded it (see
-/// `transport::inbox`).
-fn deal<In, C: Clock>(
-    input: &EdgeRx<In>,
-    dealt: &[EdgeTx<In>],
-    siblings: &Siblings<In>,
-    stage: &StageState,
-    clock: &mut C,
-) {
-    let token = &stage.intake;
-    for to_worker in dealt.iter().cycle() {
-        let waiting = clock.mark();
-        let Recv::Got(chunk) = input.recv(token, None) else {
-            break;
-        };
-        let start = clock.mark();
-        clock.wait(waiting, start);
-        let mut custody = Custody::new(&stage.stats);
-        custody.take(chunk.len());
-        let len = chunk.len();
-        siblings.dealing();
-        let sent = to_worker.send(chunk, token).is_ok();
-        // The dealer's work is the send: blocked while the worker's lane is full.
-        clock.work(start, clock.mark(), u64::MAX, len);
-        if !sent {
-            siblings.not_dealt();
-            break;
-        }
-        custody.release(len);
-    }
-}
-
-/// An ordered pool's collector: the workers' turns in order, forwarded to the stage's
-/// output.
-fn collect<Out, C: Clock>(
-    mut out: Outbox<Out>,
-    turns: &[EdgeRx<Out>],
-    stage: &StageState,
-    stats: &StageStats,
-    clock: &mut C,
-) {
-    // The collector goes on after the stage's intake stops: the turns before a
-    // failure that takes effect at its position still go out.
-    let token = &stage.token;
-    // Forwarding costs next to nothing: let the consumer alone size the chunks.
-    out.set_own_limit(usize::MAX);
-    let mut custody = Custody::new(stats);
-    let mut taken = vec![0u64; turns.len()];
-    'turns: for (lane, from_worker) in turns.iter().enumerate().cycle() {
-        loop {
-            let got = match from_worker.try_recv() {
-                Recv::TimedOut => {
-                    // Nothing ready: send what we hold before waiting.
-                    let flushing = clock.mark();
-                    let blocked = out.blocked_ns();
-                    out.flush(token);
-                    let waiting = clock.mark();
-                    clock.work(flushing, waiting, out.blocked_ns() - blocked, 0);
-                    let got = from_worker.recv(token, None);
-                    clock.wait(waiting, clock.mark());
-                    got
-                }
-                got => got,
-            };
-            match got {
-                // An empty chunk ends the worker's turn; the failing one's is the
-                // last.
-                Recv::Got(outputs) if outputs.is_empty() => {
-                    taken[lane] += 1;
-                    if stage.is_last_turn(turn_key(taken[lane], lane)) {
-                        // The failing turn: nothing after it goes out, and the
-                        // dealer and the other workers stop.
-                        stage.intake.cancel();
-                        break 'turns;
-                    }
-                    break;
-                }
-                Recv::Got(outputs) => {
-                    let start = clock.mark();
-                    let blocked = out.blocked_ns();
-                    let n = outputs.len();
-                    custody.take(n);
-                    for item in outputs {
-                        custody.release(1);
-                        out.push(item, token);
-                    }
-                    clock.work(start, clock.mark(), out.blocked_ns() - blocked, n);
-                }
-                _ => break 'turns,
-            }
-        }
-    }
-    let closing = clock.mark();
-    let blocked = out.blocked_ns();
-    let panic = out.close(token).or_else(|| out.take_panic());
-    clock.work(closing, clock.mark(), out.blocked_ns() - blocked, 0);
-    stats.add(Counter::Cancelled, out.take_cancelled());
-    stats.add(Counter::BlockedNs, out.blocked_ns());
-    if let Some(payload) = panic {
-        std::panic::resume_unwind(payload);
     }
 }

@@ -27,9 +27,9 @@
 //! # Invariants
 //!
 //! - **Who owns each sender.** The source thread owns the only sender of edge 0. Every
-//!   thread of stage `i` — workers and helpers alike (a broadcast's distributor, an ordered
-//!   pool's collector, a dynamic pool's watcher) — owns a sender of edge `i + 1` through
-//!   the `StageHandle` or `Outbox` it holds, and so does the `StageHandle` given to the
+//!   thread of stage `i` — workers and helpers alike (a broadcast's distributor, a dynamic
+//!   pool's watcher) — owns a sender of edge `i + 1` through the `StageHandle` or `Outbox`
+//!   it holds (an ordered pool's workers share theirs, in the pool's collector), and so does the `StageHandle` given to the
 //!   runner's `start` until it returns. An edge therefore closes exactly when everything
 //!   upstream of it is done, and the sink loop ends when the last edge closes — or at
 //!   cancellation. Lanes private to a stage follow the same rule inside the stage.
@@ -50,8 +50,8 @@
 //! - **Failures at their position.** When every stage from a failing one to the sink keeps
 //!   order, the failure is recorded with its position (`RunState::fail_at`) instead of
 //!   cancelling the run: the failing worker (or the source) hands on what it produced
-//!   before, the stages upstream are cancelled through their tokens, an ordered pool's
-//!   collector stops after the failing turn, and the rest drains to the sink. An error
+//!   before, the stages upstream are cancelled through their tokens, an ordered pool
+//!   forwards nothing after the failing turn, and the rest drains to the sink. An error
 //!   raised further down replaces a waiting one (it concerns an earlier item), and so
 //!   does one at an earlier item of the same ordered pool (`state::Place`), until the
 //!   consumer takes no more outputs (`RunState::outputs_ended`): the failure has then taken
@@ -64,7 +64,7 @@
 //!   steal is a *loan* (`lanes`): the thief's outputs go to a reply lane (tapped like any
 //!   lane) whose receiver it mails to the owner, and the owner forwards the replies in
 //!   order inside its own turn once its part is done, so the collector sees one turn per
-//!   dealt chunk as before. A thief steals only when idle, with every turn of its own
+//!   ticket as before. A thief steals only when idle, with every turn of its own
 //!   already sent: an owner waits only on thieves, a thief only on its owner's draining,
 //!   and an owner drains as soon as its own part is out, so the waits form chains, not
 //!   cycles, and cancelling the stage's intake ends every one of them.

@@ -387,13 +387,26 @@ where
     where
         F: FnOnce(Worker<'scope, In, Out>) + Send + 'scope,
     {
+        self.spawn_worker_on(Arc::clone(&self.lane.0.input), output, f)
+    }
+
+    /// Spawns a worker counted as a reader of this handle's lane that takes its chunks
+    /// through `input` (the lane's edge, read the way an ordered pool reads it).
+    pub(super) fn spawn_worker_on<F>(
+        &self,
+        input: Arc<SharedInput<In>>,
+        output: Output<'scope, Out>,
+        f: F,
+    ) -> bool
+    where
+        F: FnOnce(Worker<'scope, In, Out>) + Send + 'scope,
+    {
         let index = self.stage.next_index();
         self.start_thread(
             &thread_name(self.stage.id.name(), index),
             index,
             Role::Worker,
             move |handle| {
-                let input = Arc::clone(&handle.lane.0.input);
                 let worker = Worker::new(handle, index, input, output);
                 // The worker lives inside the closure: if `f` panics, unwinding drops it, and
                 // its `Drop` accounts for every item it held.
@@ -536,8 +549,8 @@ impl<'scope> Launcher<'scope, '_> {
         let run = self.spawner.run();
         let (tx, rx) = self.spawner.edge_into(index + 1);
         let stage = &run.stages[index];
-        // A runner that keeps order reads alone (or deals to lanes of its own): its
-        // chunks stay private. Any other runner's workers stash theirs (see
+        // A runner that keeps order reads alone (an ordered pool's workers read through
+        // an input of their own, `SharedInput::ordered`): its chunks stay private. Any other runner's workers stash theirs (see
         // `transport::inbox`).
         let input = if runner.keeps_order() {
             SharedInput::lone(input)

@@ -133,8 +133,8 @@ pub(crate) struct StageState {
     /// Whether this stage and every stage after it keep input order, so that a failure here
     /// takes effect at its item's position.
     pub(crate) deferred: bool,
-    /// For an ordered pool: the last turn to collect (its [`turn_key`]), once a worker
-    /// failed at a position; the earliest, when several did.
+    /// For an ordered pool: the last turn to forward (its ticket, see `lanes`), once a
+    /// worker failed at a position; the earliest, when several did.
     last_turn: Mutex<Option<u64>>,
     /// Set when the stage failed at a position: it stops reading its input on purpose.
     pub(crate) halted: AtomicBool,
@@ -159,14 +159,14 @@ impl StageState {
         }
     }
 
-    /// An ordered pool failed in the turn `key` (see [`turn_key`]): the collector stops
-    /// after it, unless it stops after an earlier one.
+    /// An ordered pool failed in the turn whose ticket is `key`: the pool forwards
+    /// nothing after it, unless it stops after an earlier one.
     pub(crate) fn fail_in_turn(&self, key: u64) {
         let mut last = self.last_turn.lock();
         *last = Some(last.map_or(key, |k| k.min(key)));
     }
 
-    /// Whether the turn `key` is the last one to collect.
+    /// Whether the turn whose ticket is `key` is the last one to forward.
     pub(crate) fn is_last_turn(&self, key: u64) -> bool {
         *self.last_turn.lock() == Some(key)
     }
@@ -178,16 +178,10 @@ impl StageState {
     }
 }
 
-/// Where in a stage an item is: an ordered pool's turn (its [`turn_key`]) and the item's
-/// place among the turn's items; (0, 0) outside ordered pools, whose failures stop the stage.
+/// Where in a stage an item is: an ordered pool's turn (its ticket: tickets follow input
+/// order) and the item's place among the turn's items; (0, 0) outside ordered pools, whose
+/// failures stop the stage.
 pub(crate) type Place = (u64, u64);
-
-/// The key of turn `turn` (from 1) of an ordered pool's lane `lane`: keys order turns as
-/// the collector takes them (turn by turn, lane by lane within a turn).
-pub(crate) fn turn_key(turn: u64, lane: usize) -> u64 {
-    debug_assert!(lane < 1 << 20);
-    (turn << 20) | lane as u64
-}
 
 /// How a run is configured, as the engine needs it.
 pub(crate) struct RunConfig {
@@ -281,8 +275,8 @@ impl RunState {
         let call = Self::noted_call(&kind);
         self.record(kind, Some(position), Some((position, place)), call);
         // The failing part stops itself, after handing on what came before: the source by
-        // returning, a worker by flushing and returning (an ordered pool's collector stops
-        // its intake once it has the failing turn). Everything upstream stops now.
+        // returning, a worker by flushing and returning (an ordered pool stops its intake
+        // once it has forwarded the failing turn). Everything upstream stops now.
         if position > 0 {
             self.source_token.cancel();
         }

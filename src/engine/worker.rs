@@ -5,11 +5,11 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::counters::{Counter, Counts};
-use super::lanes::Loans;
+use super::lanes::{Collector, Loans};
 use super::record::{Cycle, Observe, Recorder};
 use super::sink::Deliveries;
 use super::stage::StageHandle;
-use super::state::{Place, RunState, StageState, turn_key};
+use super::state::{Place, RunState, StageState};
 use super::threads::{Bench, MayGo};
 use super::trace;
 use crate::context::{CancelToken, Cancelled, Context};
@@ -17,7 +17,9 @@ use crate::error::{BoxError, ErrorKind, Site, panic_message};
 use crate::policy::{Failure, Policy, Transient, unwrap_transient};
 use crate::processor::{Emitter, Processor};
 use crate::transport::pace::nanos;
-use crate::transport::{EdgeTx, Inbox, Loan, Outbox, Pacer, Payload, Recv, SharedInput, Took};
+use crate::transport::{
+    AfterSend, EdgeTx, Inbox, Loan, Outbox, Pacer, Payload, Recv, SharedInput, Took,
+};
 
 use std::sync::Arc;
 
@@ -34,6 +36,8 @@ pub(crate) enum Output<'scope, Out> {
         lane: usize,
         /// What the pool's workers share to lend each other work.
         loans: Arc<Loans<'scope, Out>>,
+        /// The pool's output, which its workers forward.
+        collector: Arc<Collector<'scope, Out>>,
     },
 }
 
@@ -43,11 +47,20 @@ struct Turns<'scope, Out> {
     lane: usize,
     /// What the pool's workers share to lend each other work.
     loans: Arc<Loans<'scope, Out>>,
-    /// Turns taken on the lane so far.
-    taken: u64,
+    /// The pool's output, which its workers forward.
+    collector: Arc<Collector<'scope, Out>>,
+    /// The ticket of the chunk taken from the input last: the key of its turn.
+    key: u64,
     /// The loan being worked on, if any: the lane's edge, set aside while the outputs go
     /// to the loan's owner, and the key of the turn the loan belongs to.
     loan: Option<(EdgeTx<Out>, u64)>,
+}
+
+impl<Out> Turns<'_, Out> {
+    /// What a send into the lane (or a loan's reply) calls: forwarding what is ready.
+    fn after_send(&self) -> &dyn AfterSend {
+        &*self.collector
+    }
 }
 
 thread_local! {
@@ -132,8 +145,8 @@ struct Parts<'scope, In: 'scope, Out: 'scope> {
     outbox: Outbox<Out>,
     /// For a worker of an ordered pool: its lane, and its turns.
     turns: Option<Turns<'scope, Out>>,
-    /// The token outputs are sent with: the stage's, or for turns its intake's (the
-    /// collector stops taking turns when the stage fails at a position).
+    /// The token outputs are sent with: the stage's, or for turns its intake's (the pool
+    /// stops forwarding turns when the stage fails at a position).
     out_token: &'scope CancelToken,
     /// Whether a chunk was taken whose turn (or loan) has not ended yet.
     turn_open: bool,
@@ -327,12 +340,18 @@ where
         let pacer = Pacer::new(shape.advice());
         let (edge, turns) = match output {
             Output::Shared => (handle.output.clone(), None),
-            Output::Turns { edge, lane, loans } => (
+            Output::Turns {
+                edge,
+                lane,
+                loans,
+                collector,
+            } => (
                 edge,
                 Some(Turns {
                     lane,
                     loans,
-                    taken: 0,
+                    collector,
+                    key: 0,
                     loan: None,
                 }),
             ),
@@ -501,14 +520,11 @@ where
             self.turn_open = false;
             self.end_turn();
         }
-        if let Some(turns) = &self.turns {
-            self.inbox.set_key(turn_key(turns.taken + 1, turns.lane));
-        }
         let mut got = self.inbox.try_take();
         let mut waited = None;
         if let Recv::TimedOut = got {
             // Nothing ready: send what we hold before blocking, so a trickle is not delayed.
-            self.outbox.flush(self.out_token);
+            self.flush();
             self.sync_stats();
             let waiting = Instant::now();
             got = self.take_or_lend(deadline);
@@ -536,7 +552,7 @@ where
                     Took::Input(n) => {
                         self.local[Counter::Received] += n as u64;
                         if let Some(turns) = self.turns.as_mut() {
-                            turns.taken += 1;
+                            turns.key = self.inbox.key();
                         }
                     }
                     Took::Stolen(_, loan) => self.borrow(loan),
@@ -625,7 +641,12 @@ where
             };
             self.taken += 1;
             let before = self.emitted;
-            let mut out = Emitter::new(&mut self.outbox, self.out_token, &mut self.emitted);
+            let mut out = Emitter::new(
+                &mut self.outbox,
+                self.out_token,
+                &mut self.emitted,
+                self.turns.as_ref().map(Turns::after_send),
+            );
             match processor.process(item, &self.cx, &mut out) {
                 // A branch, not an addition: a map never takes it, and the loop stores
                 // nothing for it.
@@ -727,7 +748,12 @@ where
             self.in_flight = items;
             let kept = how.keep.map(|keep| keep(&unit));
             let before = self.emitted;
-            let mut out = Emitter::new(&mut self.outbox, self.out_token, &mut self.emitted);
+            let mut out = Emitter::new(
+                &mut self.outbox,
+                self.out_token,
+                &mut self.emitted,
+                self.turns.as_ref().map(Turns::after_send),
+            );
             let result = processor.process(unit, &self.cx, &mut out);
             self.in_flight = 0;
             let emitted = self.emitted - before;
@@ -848,13 +874,13 @@ where
 impl<In, Out> Parts<'_, In, Out> {
     /// Before a failure that takes effect at its position: sends on every output of the
     /// items before the failing one, ends the turn (a loan, without its end), and marks
-    /// the turn as the last one the collector takes. Returns the failing item's place.
+    /// the turn as the last one the pool forwards. Returns the failing item's place.
     fn hand_on_before_failing(&mut self) -> Place {
         let mut place = (0, 0);
         if let Some(turns) = &self.turns {
             let key = match &turns.loan {
                 Some((_, key)) => *key,
-                None => turn_key(turns.taken, turns.lane),
+                None => turns.key,
             };
             self.stage.fail_in_turn(key);
             // The item just handed out is the failing one.
@@ -868,9 +894,23 @@ impl<In, Out> Parts<'_, In, Out> {
             self.turn_open = false;
             self.leave_turn(false);
         } else {
-            self.outbox.flush(self.out_token);
+            self.flush();
         }
         place
+    }
+
+    /// Sends what the outbox holds; for an ordered pool's worker, then forwards what is
+    /// ready (see `lanes`, "Collecting").
+    fn flush(&mut self) {
+        self.outbox.flush(self.out_token);
+        self.after_send();
+    }
+
+    /// For an ordered pool's worker, after a send: forwards what is ready.
+    fn after_send(&mut self) {
+        if let Some(turns) = &self.turns {
+            self.outbox.after_send(turns.after_send());
+        }
     }
 
     /// Works on `loan` (items stolen from a sibling of an ordered pool) until the next
@@ -888,11 +928,13 @@ impl<In, Out> Parts<'_, In, Out> {
     fn end_turn(&mut self) {
         let lent = self.inbox.take_lent();
         let whole = match &self.turns {
-            Some(turns) if lent > 0 => {
-                turns
-                    .loans
-                    .forward(turns.lane, lent, &mut self.outbox, self.out_token)
-            }
+            Some(turns) if lent > 0 => turns.loans.forward(
+                turns.lane,
+                lent,
+                &mut self.outbox,
+                self.out_token,
+                turns.after_send(),
+            ),
             _ => true,
         };
         self.leave_turn(whole);
@@ -903,19 +945,17 @@ impl<In, Out> Parts<'_, In, Out> {
     /// again.
     fn leave_turn(&mut self, whole: bool) {
         let token = self.out_token;
-        match self.turns.as_mut().and_then(|t| t.loan.take()) {
-            Some((lane, _)) => {
-                if whole {
-                    self.outbox.end_turn(token);
-                } else {
-                    self.outbox.flush(token);
-                }
-                // Dropping the reply's only sender closes it.
-                drop(self.outbox.replace_edge(lane));
-            }
-            None => {
+        if let Some((lane, _)) = self.turns.as_mut().and_then(|t| t.loan.take()) {
+            if whole {
                 self.outbox.end_turn(token);
+            } else {
+                self.outbox.flush(token);
             }
+            // Dropping the reply's only sender closes it; its owner forwards it.
+            drop(self.outbox.replace_edge(lane));
+        } else {
+            self.outbox.end_turn(token);
+            self.after_send();
         }
     }
 
@@ -1036,10 +1076,18 @@ impl<In, Out> Drop for Parts<'_, In, Out> {
                 self.turn_open = false;
                 self.end_turn();
             }
-            self.outbox.close(token)
+            let panic = self.outbox.close(token);
+            self.after_send();
+            panic
         };
         let panic = panic.or_else(|| self.outbox.take_panic());
         self.report_drop_panic(panic);
+        if let Some(turns) = &self.turns {
+            // The last worker of an ordered pool to leave forwards the rest and closes the
+            // pool's output.
+            let panic = turns.collector.leave();
+            self.report_drop_panic(panic);
+        }
         self.sync_stats();
         if let Some(mut recorder) = self.timeline.take() {
             recorder.cycle(&Cycle {

@@ -10,10 +10,11 @@ const MAX_WINDOW: usize = 1 << 20;
 
 /// Runs a stage on `workers` threads and emits the outputs in the order of the inputs.
 ///
-/// A distributor deals the input chunks to the workers in turn; each worker processes its
-/// chunk and queues the outputs; a collector takes the workers' queues in the same turn, so
-/// outputs leave in input order. While one chunk is slow, the other workers go on with the
-/// chunks after it until their output queues are full: the **reorder window**.
+/// A free worker takes the next chunk of the input, numbered in input order, processes it
+/// and queues its outputs; the workers forward each other's queued outputs to the next
+/// stage by those numbers, so outputs leave in input order. The pool starts no thread
+/// besides its workers. While one chunk is slow, the other workers go on with the chunks
+/// after it until their output queues are full: the **reorder window**.
 ///
 /// When a worker is stuck in a slow item (for the chunk budget, about 0.5 ms) while a
 /// sibling has nothing to do, the sibling borrows the back half of the rest of its chunk,
@@ -23,16 +24,17 @@ const MAX_WINDOW: usize = 1 << 20;
 ///
 /// # Memory bound
 ///
-/// Besides its input queue, the stage holds at most `workers × (window + 2)` chunks: per
-/// worker, one chunk queued for it, the one it processes, and `window` chunks of outputs
-/// waiting for their turn. Each borrowed part of a chunk adds one queue of as many chunks
-/// of outputs until its owner forwards them; parts are halves of what a stuck worker has
-/// left, so a chunk is lent in at most `max_chunk` parts, and only while its worker is
-/// stuck in an item. A chunk holds at most the pipeline's `max_chunk` items, and a
-/// single item when items are slow (chunks adapt to about 0.5 ms of work). A one-to-many
-/// processor's outputs are sent on in chunks as they come, so they count against the same
-/// window instead of piling up. A slow item therefore delays the stage by at most the
-/// window, and never makes memory grow.
+/// Besides its input queue, the stage holds at most `workers × (2 × window + 1)` chunks:
+/// per worker, the one it processes and a queue of `2 × window` chunks of outputs waiting
+/// for their turn (each input chunk's outputs end with an empty chunk, so the queue holds
+/// `window` chunks' outputs when each fits in one chunk). Each borrowed part of a chunk
+/// adds one queue of as many chunks of outputs until its owner forwards them; parts are
+/// halves of what a stuck worker has left, so a chunk is lent in at most `max_chunk`
+/// parts, and only while its worker is stuck in an item. A chunk holds at most the
+/// pipeline's `max_chunk` items, and a single item when items are slow (chunks adapt to
+/// about 0.5 ms of work). A one-to-many processor's outputs are sent on in chunks as they
+/// come, so they count against the same queue instead of piling up. A slow item therefore
+/// delays the stage by at most the window, and never makes memory grow.
 ///
 /// # Examples
 ///
@@ -50,7 +52,7 @@ const MAX_WINDOW: usize = 1 << 20;
 pub struct Ordered<M> {
     /// How many workers run.
     workers: usize,
-    /// Finished chunks each worker may queue ahead of the collector.
+    /// Finished chunks each worker may queue ahead of the pool's output.
     window: usize,
     /// Makes each worker's processor.
     factory: M,

@@ -11,11 +11,13 @@
 //! ever out of its siblings' reach. A lone reader (a FIFO stage) keeps its chunk to itself,
 //! and its order.
 //!
-//! The siblings are the readers of one edge (a pool), or the workers of an ordered pool,
-//! each reading a lane of its own that a distributor deals chunks into. For the latter a
-//! steal is a *loan*: the stash carries a key (which turn of the pool its items belong
-//! to), and each steal from one load of a stash gets a number, so that the owner can put
-//! the loans' outputs back in order (see `engine::lanes`).
+//! The siblings are the readers of one edge: a pool's workers, or an ordered pool's. An
+//! ordered pool's workers take *tickets*: each chunk taken from the edge gets the next
+//! number, under a lock held across the receive, and the takers' tags are queued in that
+//! order (a [`TurnOrder`]), so that the pool can put its outputs back in input order. For
+//! them a steal is a *loan*: the stash carries the ticket of its items (their key), and
+//! each steal from one load of a stash gets a number, so that the owner can put the
+//! loans' outputs back in order (see `engine::lanes`).
 //!
 //! A consumer that finds the input closed stays while a sibling still holds a stash (or is
 //! stashing a chunk it just took), so nothing is left without a taker: it looks again
@@ -37,7 +39,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use super::{Backoff, EdgeRx, Payload, Recv, Shape, dispose};
 use crate::context::CancelToken;
@@ -109,8 +112,7 @@ pub(crate) struct Siblings<T> {
     holders: AtomicUsize,
     /// Chunks between an edge and a stash: a consumer that finds its edge closed must not
     /// leave while one of them may still be stashed where it could steal it. The readers
-    /// of a shared edge count themselves while they receive; a distributor dealing into
-    /// lanes counts each chunk it deals until its consumer has loaded it.
+    /// count themselves while they receive.
     receiving: AtomicUsize,
     /// Consumers waiting for the last two counts to reach zero together.
     waiters: AtomicUsize,
@@ -206,15 +208,60 @@ impl<T> Siblings<T> {
         drop(held);
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
+}
 
-    /// A distributor is about to deal a chunk into a member's lane.
-    pub(crate) fn dealing(&self) {
-        self.receiving.fetch_add(1, Ordering::SeqCst);
+/// The ticket book of an ordered pool's input: the last ticket handed out, and where the
+/// takers' tags go, in ticket order. Its lock is held across a receive from the edge, so
+/// that tickets follow the order of the chunks on the edge.
+#[derive(Debug)]
+struct Book {
+    /// The last ticket handed out (tickets start at 1).
+    last: u64,
+    /// The tag of each ticket's taker, in ticket order.
+    order: Sender<usize>,
+}
+
+impl Book {
+    /// Hands the next ticket to the reader tagged `tag`.
+    fn issue(&mut self, tag: usize) -> u64 {
+        self.last += 1;
+        // Unbounded: the send fails only once the pool has stopped collecting, when the
+        // order no longer matters.
+        let _ = self.order.send(tag);
+        self.last
     }
+}
 
-    /// The chunk announced by [`dealing`](Self::dealing) was not dealt after all.
-    pub(crate) fn not_dealt(&self) {
-        self.stop_receiving();
+/// A reader's right to receive from its edge.
+enum Right<'a> {
+    /// Any reader may: the input has no ticket book.
+    Free,
+    /// This reader holds the ticket book, until the guard goes.
+    Booked(MutexGuard<'a, Book>),
+    /// Another reader holds the ticket book: it is receiving, and the edge is its to look at.
+    Busy,
+}
+
+impl Right<'_> {
+    /// After a receive: the chunk's ticket, for the reader tagged `tag`, if the input has
+    /// a book and a chunk came.
+    fn ticket<T>(&mut self, got: &Recv<Vec<T>>, tag: usize) -> Option<u64> {
+        match (self, got) {
+            (Right::Booked(book), Recv::Got(_)) => Some(book.issue(tag)),
+            _ => None,
+        }
+    }
+}
+
+/// The order in which an ordered pool's workers took chunks from its input: the tag of
+/// each ticket's taker, ticket by ticket.
+#[derive(Debug)]
+pub(crate) struct TurnOrder(Receiver<usize>);
+
+impl TurnOrder {
+    /// The tag of the next ticket's taker, if that ticket has been handed out.
+    pub(crate) fn next(&self) -> Option<usize> {
+        self.0.try_recv().ok()
     }
 }
 
@@ -223,10 +270,10 @@ impl<T> Siblings<T> {
 pub(crate) struct SharedInput<T> {
     /// The edge.
     input: EdgeRx<T>,
-    /// The consumers of this edge, or of this edge and its sibling lanes.
+    /// The consumers of this edge.
     siblings: Arc<Siblings<T>>,
-    /// Whether a distributor deals the chunks (and counts them in `receiving`).
-    dealt: bool,
+    /// For an ordered pool's input: the ticket book, locked across each receive.
+    tickets: Option<Mutex<Book>>,
     /// Whether its reader reads alone and keeps its order (a FIFO stage, the sink): its
     /// chunks stay private. Any other reader stashes every chunk of more than one item,
     /// even while it has no sibling: a pool may grow (a dynamic pool down to one worker
@@ -237,24 +284,30 @@ pub(crate) struct SharedInput<T> {
 impl<T> SharedInput<T> {
     /// The shared input of `input`: its readers are siblings.
     pub(crate) fn new(input: EdgeRx<T>) -> Arc<Self> {
-        Self::with(input, Siblings::new(), false, false)
+        Self::with(input, None, false)
     }
 
     /// The input of `input` for a reader that reads it alone and keeps its order.
     pub(crate) fn lone(input: EdgeRx<T>) -> Arc<Self> {
-        Self::with(input, Siblings::new(), false, true)
+        Self::with(input, None, true)
     }
 
-    /// A lane a distributor deals chunks into, whose reader is one of `siblings`.
-    pub(crate) fn dealt(input: EdgeRx<T>, siblings: &Arc<Siblings<T>>) -> Arc<Self> {
-        Self::with(input, Arc::clone(siblings), true, false)
+    /// The shared input of an ordered pool's workers: each chunk they take from `input`
+    /// gets a ticket, and the returned [`TurnOrder`] gives their tags in ticket order.
+    pub(crate) fn ordered(input: EdgeRx<T>) -> (Arc<Self>, TurnOrder) {
+        let (order, taken) = crossbeam_channel::unbounded();
+        let book = Book { last: 0, order };
+        (
+            Self::with(input, Some(Mutex::new(book)), false),
+            TurnOrder(taken),
+        )
     }
 
-    fn with(input: EdgeRx<T>, siblings: Arc<Siblings<T>>, dealt: bool, lone: bool) -> Arc<Self> {
+    fn with(input: EdgeRx<T>, tickets: Option<Mutex<Book>>, lone: bool) -> Arc<Self> {
         Arc::new(SharedInput {
             input,
-            siblings,
-            dealt,
+            siblings: Siblings::new(),
+            tickets,
             lone,
         })
     }
@@ -274,19 +327,35 @@ impl<T> SharedInput<T> {
         self.siblings.may_hold()
     }
 
-    /// Counts the caller as receiving from a shared edge (a dealt chunk was counted by its
-    /// distributor).
+    /// Counts the caller as receiving from the edge.
     fn start_receiving(&self) {
-        if !self.dealt {
-            self.siblings.receiving.fetch_add(1, Ordering::SeqCst);
-        }
+        self.siblings.receiving.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Ends what [`start_receiving`](Self::start_receiving) began, once the receive's
-    /// chunk (`got`: whether there was one) is stashed.
-    fn stop_receiving(&self, got: bool) {
-        if !self.dealt || got {
-            self.siblings.stop_receiving();
+    /// chunk (if any) is stashed.
+    fn stop_receiving(&self) {
+        self.siblings.stop_receiving();
+    }
+
+    /// The right to receive from the edge, without waiting.
+    fn try_book(&self) -> Right<'_> {
+        match &self.tickets {
+            None => Right::Free,
+            Some(book) => book.try_lock().map_or(Right::Busy, Right::Booked),
+        }
+    }
+
+    /// `try_book`, waiting until `until` at most (without limit for `None`). A reader that
+    /// holds the book waits for the edge with the same token, and lets it go when it
+    /// wakes: cancellation reaches the readers waiting here through it.
+    fn book_until(&self, until: Option<Instant>) -> Right<'_> {
+        match (&self.tickets, until) {
+            (None, _) => Right::Free,
+            (Some(book), None) => Right::Booked(book.lock()),
+            (Some(book), Some(until)) => book
+                .try_lock_until(until)
+                .map_or(Right::Busy, Right::Booked),
         }
     }
 
@@ -410,7 +479,10 @@ pub(crate) struct Inbox<T> {
     stash: Arc<Stash<T>>,
     /// What this consumer saw of its siblings' stashes, as a thief.
     seen: Vec<Seen>,
-    /// The key of the next chunk taken from the edge.
+    /// This consumer's tag (an ordered pool's lane).
+    tag: usize,
+    /// The key of the chunk taken from the edge last: its ticket, for an ordered pool's
+    /// worker (0 otherwise).
     key: u64,
     /// The place of the current chunk's first item among the items of its key.
     base: u64,
@@ -458,15 +530,17 @@ impl<T> Inbox<T> {
             held: Held::Private(Vec::new().into_iter()),
             stash,
             seen: Vec::new(),
+            tag,
             key: 0,
             base: 0,
             closed: false,
         }
     }
 
-    /// Sets the key that the next chunk taken from the edge is loaded with (see [`Loan`]).
-    pub(crate) fn set_key(&mut self, key: u64) {
-        self.key = key;
+    /// The key of the chunk taken from the edge last (see [`Loan`]): its ticket, for an
+    /// ordered pool's worker.
+    pub(crate) fn key(&self) -> u64 {
+        self.key
     }
 
     /// The place of the current chunk's first item among the items of its key: 0 for a
@@ -546,15 +620,29 @@ impl<T> Inbox<T> {
 
     /// One look at the edge, then at the siblings' stashes.
     fn look(&mut self) -> Look {
-        let closed = self.closed || {
-            self.shared.start_receiving();
-            let got = self.shared.input.try_recv();
-            match self.received(got) {
-                Recv::Got(took) => return Look::Took(took),
-                Recv::Closed => true,
-                Recv::TimedOut | Recv::Cancelled => false,
+        // An ordered pool's reader finds no book while a sibling holds it: that sibling is
+        // receiving, and the edge is its to look at.
+        let got = if self.closed {
+            None
+        } else {
+            match self.shared.try_book() {
+                Right::Busy => None,
+                mut right => {
+                    self.shared.start_receiving();
+                    let got = self.shared.input.try_recv();
+                    if let Some(ticket) = right.ticket(&got, self.tag) {
+                        self.key = ticket;
+                    }
+                    Some(got)
+                }
             }
         };
+        let closed = self.closed
+            || match got.map(|got| self.received(got)) {
+                Some(Recv::Got(took)) => return Look::Took(took),
+                Some(Recv::Closed) => true,
+                Some(Recv::TimedOut | Recv::Cancelled) | None => false,
+            };
         if let Some((stolen, loan)) = self.shared.steal(&self.stash, &mut self.seen) {
             let n = stolen.len();
             self.load_keyed(stolen, loan.key, Some(loan.base));
@@ -583,7 +671,7 @@ impl<T> Inbox<T> {
             Recv::TimedOut => Recv::TimedOut,
             Recv::Cancelled => Recv::Cancelled,
         };
-        self.shared.stop_receiving(matches!(took, Recv::Got(_)));
+        self.shared.stop_receiving();
         took
     }
 
@@ -609,12 +697,8 @@ impl<T> Inbox<T> {
             if deadline.is_some_and(|d| now >= d) {
                 return Recv::TimedOut;
             }
-            // While a sibling holds items, look again soon; otherwise wait for input. A
-            // dealt lane's reader also looks while a chunk is on its way to a sibling: it may
-            // get stuck there while the distributor waits on that sibling's lane, and
-            // nothing more comes to this one.
-            let look =
-                held || self.shared.holders() > 0 || (self.shared.dealt && self.shared.may_hold());
+            // While a sibling holds items, look again soon; otherwise wait for input.
+            let look = held || self.shared.holders() > 0;
             let scout = if look {
                 self.shared.siblings.scout()
             } else {
@@ -634,12 +718,22 @@ impl<T> Inbox<T> {
                 continue;
             }
             let until = if look { Some(poll) } else { deadline };
+            // An ordered pool's reader waits for the ticket book first (until the poll, to
+            // steal meanwhile), and holds it while it waits for the edge.
+            let mut right = self.shared.book_until(until);
+            if let Right::Busy = right {
+                continue;
+            }
             // Counted as receiving while blocked (see "Stealing" above), and woken alone: a
             // chunk sent wakes one blocked consumer, not every idle one.
             self.shared.start_receiving();
             // Ordering: Relaxed; the count only sets how long to spin.
             let members = self.shared.siblings.members.load(Ordering::Relaxed);
             let got = (self.shared.input).recv_spun(token, until, Backoff::rounds_for(members));
+            if let Some(ticket) = right.ticket(&got, self.tag) {
+                self.key = ticket;
+            }
+            drop(right);
             drop(scout);
             match self.received(got) {
                 Recv::Got(took) => return Recv::Got(took),

@@ -31,8 +31,8 @@ mod inbox;
 mod outbox;
 pub(crate) mod pace;
 
-pub(crate) use inbox::{Inbox, Loan, SharedInput, Siblings, Took};
-pub(crate) use outbox::Outbox;
+pub(crate) use inbox::{Inbox, Loan, SharedInput, Took, TurnOrder};
+pub(crate) use outbox::{AfterSend, Outbox};
 pub(crate) use pace::{Pacer, Shape};
 
 use std::any::Any;

@@ -6,6 +6,13 @@ use super::pace::{chunk_cap, nanos};
 use super::{EdgeTx, Payload, dispose};
 use crate::context::CancelToken;
 
+/// What a producer calls after it has sent a chunk, when its consumer is not a thread of
+/// its own: an ordered pool's workers forward each other's outputs (see `engine::lanes`).
+pub(crate) trait AfterSend {
+    /// A chunk was sent.
+    fn sent(&self);
+}
+
 /// A producer's side of an edge: buffers outputs and sends them as chunks.
 ///
 /// Every item pushed ends in exactly one of two places: a chunk sent downstream, or the
@@ -121,13 +128,24 @@ impl<T> Outbox<T> {
         self.panic = self.panic.take().or(panic);
     }
 
-    /// Buffers `item`, sending the buffer when it is full.
+    /// Buffers `item`, sending the buffer when it is full. Returns whether it sent (see
+    /// [`after_send`](Self::after_send)).
     #[inline]
-    pub(crate) fn push(&mut self, item: T, token: &CancelToken) {
+    pub(crate) fn push(&mut self, item: T, token: &CancelToken) -> bool {
         self.buffer(item);
-        if self.buf.len() >= self.target {
+        let full = self.buf.len() >= self.target;
+        if full {
             self.flush_full(token);
         }
+        full
+    }
+
+    /// Calls `hook` after a send (see [`AfterSend`]); its time counts as blocked, not as
+    /// the producer's work.
+    pub(crate) fn after_send(&mut self, hook: &dyn AfterSend) {
+        let started = Instant::now();
+        hook.sent();
+        self.blocked_ns += nanos(started.elapsed());
     }
 
     /// `flush`, out of the per-item path of `push`.
