@@ -107,9 +107,11 @@ mod stage;
 mod state;
 mod threads;
 mod trace;
+mod watch;
 mod worker;
 
 pub use stage::{StageHandle, StageRunner};
+pub use watch::Watch;
 
 /// Clears what a thread body may leave in thread-locals for the panic report of a later
 /// one: a thread lent to another stage (`threads`) starts that body afresh.

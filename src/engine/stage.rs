@@ -25,6 +25,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -33,6 +34,7 @@ use super::record::{Recorder, Submit};
 use super::state::{RunState, StageState};
 use super::threads::{SpawnRefused, Spawner};
 use super::trace::Role;
+use super::watch::Watch;
 use super::worker::{Output, Worker};
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
 use crate::id::{StageId, thread_name};
@@ -425,6 +427,46 @@ where
         let index = self.stage.next_index();
         let name = thread_name(&format!("{}-{role}", self.stage.id.name()), index);
         self.start_thread(&name, index, Role::Helper(role), move |_| f())
+    }
+
+    /// Calls `job` on the run's watcher thread about every `period`, and at once after
+    /// each [`Watch::nudge`], until it returns false or the stage is cancelled. One thread
+    /// serves the watches of every stage of a run: it starts with the first one and ends
+    /// with the last. A dynamic pool's watch, for one, looks every millisecond for input
+    /// that no worker is taking and starts workers.
+    ///
+    /// `job` should be short and must not wait for the stage's input or output: the other
+    /// stages' watches wait for it. A panic in it is caught, returned as the run's error
+    /// (at this stage) and cancels the run. Returns `None` when the watch could not start:
+    /// the run was cancelled, or the operating system refused the thread (the run then
+    /// fails with a stage error).
+    ///
+    /// The job holds what it captures until it ends: a job that captures a clone of the
+    /// stage's handle keeps the stage's output open, as one of the stage's threads would.
+    pub fn watch<F>(&self, period: Duration, job: F) -> Option<Watch<'scope>>
+    where
+        F: FnMut() -> bool + Send + 'scope,
+    {
+        let run = self.spawner.run();
+        let stage = self.stage;
+        let index = stage.next_index();
+        let mut job = job;
+        let call = move || match catch_unwind(AssertUnwindSafe(&mut job)) {
+            Ok(go_on) => go_on,
+            Err(payload) => {
+                report_thread_panic(run, stage, index, false, &*payload);
+                false
+            }
+        };
+        let watches = self.spawner.watches();
+        match watches.add(&self.spawner, period, &stage.intake, Box::new(call)) {
+            Ok(watch) => Some(watch),
+            Err(SpawnRefused::Cancelled) => None,
+            Err(SpawnRefused::Os(e)) => {
+                self.fail(format!("cannot start a thread: {e}").into());
+                None
+            }
+        }
     }
 
     /// Spawns an engine helper whose time the run's timeline records: `f` gets the

@@ -31,6 +31,7 @@
 //!   bench): a body is placed in `lent` only after its worker's entry is removed, and the
 //!   thread takes it out when it runs it.
 
+use super::watch::Watches;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -269,6 +270,8 @@ pub(crate) struct Spawner<'scope, 'env> {
     /// Idle workers that lend their threads, and the start of OS threads on the scope
     /// (whose join handles it sends to the calling thread); every thread starts through it.
     bench: Arc<Bench<'scope>>,
+    /// The run's periodic jobs, and the one thread that serves them (see `watch`).
+    watches: Arc<Watches<'scope>>,
     /// The scope's lifetimes.
     scope: std::marker::PhantomData<&'scope Scope<'scope, 'env>>,
 }
@@ -282,6 +285,7 @@ impl Clone for Spawner<'_, '_> {
             taps: self.taps.clone(),
             deliveries: Arc::clone(&self.deliveries),
             bench: Arc::clone(&self.bench),
+            watches: Arc::clone(&self.watches),
         }
     }
 }
@@ -341,6 +345,7 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
             taps,
             deliveries,
             bench,
+            watches: Watches::new(),
         };
         (spawner, handles_rx, taps_rx)
     }
@@ -370,6 +375,11 @@ impl<'scope, 'env> Spawner<'scope, 'env> {
             return Err(SpawnRefused::Cancelled);
         }
         self.bench.start(name, Box::new(f))
+    }
+
+    /// The run's periodic jobs.
+    pub(crate) fn watches(&self) -> &Arc<Watches<'scope>> {
+        &self.watches
     }
 
     /// The run's bench of idle workers lending their threads.

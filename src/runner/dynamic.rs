@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use parking_lot::{Condvar, Mutex};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::{Cloned, Factory, Init, check_workers};
 use crate::context::Context;
-use crate::engine::{Next, StageHandle, StageRunner, Worker};
+use crate::engine::{Next, StageHandle, StageRunner, Watch, Worker};
 use crate::error::BoxError;
 
 /// Runs a stage on as many workers as there is work for, up to `max`.
@@ -19,8 +19,10 @@ use crate::error::BoxError;
 /// siblings (started unless the pool is at `max`, the next stage is already backed up or
 /// no more chunks wait), so a burst gets its workers in logarithmic time; the watcher also
 /// looks every millisecond, for a burst that arrives while every worker is busy with a
-/// long item. Workers never start threads themselves, so a worker waiting on I/O keeps a
-/// shallow stack. A worker idle for longer than
+/// long item. The watcher is a job on the run's one watcher thread
+/// ([`StageHandle::watch`](crate::runner::StageHandle::watch)), shared by every dynamic
+/// stage of the run. Workers never start threads themselves, so a worker waiting on I/O
+/// keeps a shallow stack. A worker idle for longer than
 /// [`idle_timeout`](Self::idle_timeout) (default 1 s) retires — except the last one, which
 /// keeps reading until the input ends. Maxima in the thousands are fine: a worker that
 /// waits on I/O costs a parked thread.
@@ -134,14 +136,19 @@ where
             places: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
-            wanted: Mutex::new(0),
-            bell: Condvar::new(),
+            wanted: AtomicUsize::new(0),
+            watch: OnceLock::new(),
         });
         if !pool.grow(&stage) {
             return;
         }
         let watcher = stage.clone();
-        stage.spawn_helper("watch", move || pool.watch(&watcher));
+        let looking = Arc::clone(&pool);
+        if let Some(watch) = stage.watch(WATCH_EVERY, move || looking.look(&watcher)) {
+            let _ = pool.watch.set(watch);
+            // A worker that asked before the watch existed, or a pool that ended meanwhile.
+            pool.nudge();
+        }
     }
 }
 
@@ -167,11 +174,11 @@ struct Pool<'scope, M> {
     /// starts them. Workers do not start threads themselves: the thread of an I/O-bound
     /// pool then never goes down the (deep) path of starting one, and touches fewer pages
     /// of its stack.
-    wanted: Mutex<usize>,
-    /// Rung when `wanted` grows, and when the last worker ends (`places` reaches zero), so
-    /// that the watcher ends at once rather than at its next look (a small run would
-    /// otherwise wait for it).
-    bell: Condvar,
+    wanted: AtomicUsize,
+    /// The watcher, nudged when `wanted` grows, and when the last worker ends (`places`
+    /// reaches zero), so that the watch ends at once rather than at its next look (a small
+    /// run would otherwise wait for it).
+    watch: OnceLock<Watch<'scope>>,
 }
 
 /// A place in the pool, given back when dropped.
@@ -180,9 +187,7 @@ struct Place<'p, 'scope, M>(&'p Pool<'scope, M>);
 impl<M> Drop for Place<'_, '_, M> {
     fn drop(&mut self) {
         if self.0.places.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Under the lock: a watcher that saw places left is already waiting.
-            let _wanted = self.0.wanted.lock();
-            self.0.bell.notify_one();
+            self.0.nudge();
         }
     }
 }
@@ -234,40 +239,40 @@ impl<'scope, M> Pool<'scope, M> {
 
     /// Asks the watcher for a worker (see `wanted`).
     fn ask_for_worker(&self) {
-        *self.wanted.lock() += 1;
-        self.bell.notify_one();
+        self.wanted.fetch_add(1, Ordering::AcqRel);
+        self.nudge();
     }
 
-    /// The watcher: starts the workers asked for, and grows the pool when input waits while
-    /// every worker is busy (a look every millisecond), until the last worker has ended.
-    fn watch<In, Out>(self: &Arc<Self>, stage: &StageHandle<'scope, '_, In, Out>)
+    /// Runs the watcher's look now (once it exists).
+    fn nudge(&self) {
+        if let Some(watch) = self.watch.get() {
+            watch.nudge();
+        }
+    }
+
+    /// The watcher's look, run every millisecond and when nudged: starts the workers asked
+    /// for, and grows the pool when input waits while every worker is busy. False once the
+    /// last worker has ended.
+    fn look<In, Out>(self: &Arc<Self>, stage: &StageHandle<'scope, '_, In, Out>) -> bool
     where
         In: Send + 'scope,
         Out: Send + 'scope,
         M: Factory<In, Out>,
     {
-        while self.places.load(Ordering::Acquire) > 0 {
-            let wanted = {
-                let mut wanted = self.wanted.lock();
-                if *wanted == 0 && self.places.load(Ordering::Acquire) > 0 {
-                    self.bell.wait_for(&mut wanted, WATCH_EVERY);
-                }
-                std::mem::take(&mut *wanted)
-            };
-            if self.places.load(Ordering::Acquire) == 0 || stage.is_cancelled() {
-                return;
-            }
-            // Two workers per request (each asker took a chunk while more waited: a burst
-            // gets its workers in logarithmic time), one on a look that found input
-            // waiting; no more than the chunks waiting, and each only while growth is still
-            // needed.
-            let tries = wanted.saturating_mul(2).max(1).min(stage.queued());
-            for _ in 0..tries {
-                if !(self.needs_growth(stage) && self.grow(stage)) {
-                    break;
-                }
+        if self.places.load(Ordering::Acquire) == 0 || stage.is_cancelled() {
+            return false;
+        }
+        let wanted = self.wanted.swap(0, Ordering::AcqRel);
+        // Two workers per request (each asker took a chunk while more waited: a burst
+        // gets its workers in logarithmic time), one on a look that found input waiting;
+        // no more than the chunks waiting, and each only while growth is still needed.
+        let tries = wanted.saturating_mul(2).max(1).min(stage.queued());
+        for _ in 0..tries {
+            if !(self.needs_growth(stage) && self.grow(stage)) {
+                break;
             }
         }
+        true
     }
 
     /// A worker's loop: process, grow when needed, retire when idle too long.

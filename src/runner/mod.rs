@@ -25,7 +25,7 @@ pub use fifo::Fifo;
 pub use fixed::Fixed;
 pub use ordered::Ordered;
 
-pub use crate::engine::{Next, StageHandle, StageRunner, Worker};
+pub use crate::engine::{Next, StageHandle, StageRunner, Watch, Worker};
 
 /// The number of cores this process may use (`std::thread::available_parallelism`), 1 if it
 /// cannot be known: the worker count of [`Fixed::per_core`] and [`Ordered::per_core`].
