@@ -196,19 +196,6 @@ fn zero_workers_or_window_is_a_configuration_error() {
     assert!(matches!(err.kind(), ErrorKind::Config { .. }));
 }
 
-/// The names of this process's threads that start with `prefix`, sorted.
-#[cfg(target_os = "linux")]
-fn threads_named(prefix: &str) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
-        .expect("the process's threads are listed in /proc")
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .map(|name| name.trim_end().to_owned())
-        .filter(|name| name.starts_with(prefix))
-        .collect();
-    names.sort();
-    names
-}
-
 #[cfg(target_os = "linux")]
 #[test]
 fn an_ordered_pool_runs_on_its_workers_threads_alone() {
@@ -222,7 +209,7 @@ fn an_ordered_pool_runs_on_its_workers_threads_alone() {
             3,
             common::fallible(|x: u64, _: &Context| {
                 if x == 500 {
-                    *seen.lock().unwrap() = threads_named("ordpool");
+                    *seen.lock().unwrap() = common::thread_names("ordpool");
                 }
                 Ok(x)
             }),

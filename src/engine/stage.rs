@@ -435,14 +435,17 @@ where
     /// with the last. A dynamic pool's watch, for one, looks every millisecond for input
     /// that no worker is taking and starts workers.
     ///
+    /// The job also ends once the stage has started threads and every one of them has
+    /// ended (looked at every few milliseconds), so a job cannot keep a run from ending; a runner that knows when it
+    /// is done should return false then, for the run to end at once. Until it ends, the
+    /// job holds what it captures: a clone of the stage's handle keeps the stage's output
+    /// open, as one of the stage's threads would.
+    ///
     /// `job` should be short and must not wait for the stage's input or output: the other
     /// stages' watches wait for it. A panic in it is caught, returned as the run's error
     /// (at this stage) and cancels the run. Returns `None` when the watch could not start:
     /// the run was cancelled, or the operating system refused the thread (the run then
     /// fails with a stage error).
-    ///
-    /// The job holds what it captures until it ends: a job that captures a clone of the
-    /// stage's handle keeps the stage's output open, as one of the stage's threads would.
     pub fn watch<F>(&self, period: Duration, job: F) -> Option<Watch<'scope>>
     where
         F: FnMut() -> bool + Send + 'scope,
@@ -459,7 +462,7 @@ where
             }
         };
         let watches = self.spawner.watches();
-        match watches.add(&self.spawner, period, &stage.intake, Box::new(call)) {
+        match watches.add(&self.spawner, period, stage, Box::new(call)) {
             Ok(watch) => Some(watch),
             Err(SpawnRefused::Cancelled) => None,
             Err(SpawnRefused::Os(e)) => {
@@ -512,13 +515,21 @@ where
             .observe()
             .trace
             .stage_thread_span(&stage.id, role, index);
+        // Ordering: SeqCst, see `StageState::threads_ended`.
+        stage.threads.fetch_add(1, Ordering::SeqCst);
+        stage.had_threads.store(true, Ordering::SeqCst);
         let spawned = self.spawner.spawn(name.to_owned(), move || {
             let _span = span.enter_here();
             let handle = handle;
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| body(&handle))) {
                 report_thread_panic(run, stage, index, worker, &*payload);
             }
+            drop(handle);
+            stage.threads.fetch_sub(1, Ordering::SeqCst);
         });
+        if spawned.is_err() {
+            stage.threads.fetch_sub(1, Ordering::SeqCst);
+        }
         match spawned {
             Ok(()) => {
                 // Ordering: Relaxed; read by whoever drops the last reference, which this

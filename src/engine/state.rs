@@ -138,6 +138,11 @@ pub(crate) struct StageState {
     last_turn: Mutex<Option<u64>>,
     /// Set when the stage failed at a position: it stops reading its input on purpose.
     pub(crate) halted: AtomicBool,
+    /// The stage's threads started (or being started) and not ended yet: the stage's watch
+    /// jobs end when it is back to zero (see `watch`).
+    pub(crate) threads: AtomicUsize,
+    /// Set once a thread of the stage has been counted in `threads`.
+    pub(crate) had_threads: AtomicBool,
 }
 
 impl StageState {
@@ -156,6 +161,8 @@ impl StageState {
             deferred,
             last_turn: Mutex::new(None),
             halted: AtomicBool::new(false),
+            threads: AtomicUsize::new(0),
+            had_threads: AtomicBool::new(false),
         }
     }
 
@@ -169,6 +176,13 @@ impl StageState {
     /// Whether the turn whose ticket is `key` is the last one to forward.
     pub(crate) fn is_last_turn(&self, key: u64) -> bool {
         *self.last_turn.lock() == Some(key)
+    }
+
+    /// Whether the stage had threads and has none left (see `watch`).
+    pub(crate) fn threads_ended(&self) -> bool {
+        // Ordering: SeqCst; a thread is counted before the flag is set, so a reader that
+        // sees the flag and then a zero count has seen every thread counted so far end.
+        self.had_threads.load(Ordering::SeqCst) && self.threads.load(Ordering::SeqCst) == 0
     }
 
     /// A fresh index for a thread of this stage.

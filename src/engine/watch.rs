@@ -10,7 +10,9 @@
 //! - **Wake-ups.** A job runs when its period is up or when it was nudged. A nudge sets
 //!   the job's flag, then takes the lock to ring the bell, so that it cannot fall between
 //!   the thread's look at the flags and its wait. The thread also wakes every
-//!   `LOOK_EVERY`, so that the job of a cancelled stage ends soon whatever its period.
+//!   `LOOK_EVERY`, so that the job of a stage that is over (cancelled, or with no thread
+//!   left of those it started: `StageState::threads_ended`) ends soon whatever its period,
+//!   and a job cannot keep the run from ending.
 //! - **Calls.** Jobs run outside the lock (a nudge never waits for a job), one at a time.
 //!   Each call runs under `catch_unwind` in the closure the registering stage wraps it in
 //!   (see `StageHandle::watch`), so a panic is that stage's and ends only its job.
@@ -21,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::state::StageState;
 use super::threads::{SpawnRefused, Spawner};
-use crate::context::CancelToken;
 
 /// The longest the thread sleeps while it has jobs: a cancelled stage's job ends within it.
 const LOOK_EVERY: Duration = Duration::from_millis(5);
@@ -51,22 +53,27 @@ struct Job<'scope> {
     due: Instant,
     /// Set by a nudge; cleared just before the call it asks for.
     nudged: Arc<AtomicBool>,
-    /// Its stage's token: the job ends when the stage is cancelled.
-    token: &'scope CancelToken,
+    /// Its stage: the job ends when the stage is cancelled or has no thread left.
+    stage: &'scope StageState,
     /// The call: false when the job is done.
     f: Box<dyn FnMut() -> bool + Send + 'scope>,
 }
 
 impl Job<'_> {
+    /// Whether the job is over: its stage was cancelled, or every thread of it ended.
+    fn over(&self) -> bool {
+        self.stage.intake.is_cancelled() || self.stage.threads_ended()
+    }
+
     fn ready(&self, now: Instant) -> bool {
         // Ordering: Acquire, paired with the nudge's Release: what the nudger did before
         // is visible to the call.
-        self.due <= now || self.nudged.load(Ordering::Acquire) || self.token.is_cancelled()
+        self.due <= now || self.nudged.load(Ordering::Acquire) || self.over()
     }
 
     /// Runs the job if it is ready; false when it is done.
     fn run_if_ready(&mut self, now: Instant) -> bool {
-        if self.token.is_cancelled() {
+        if self.over() {
             return false;
         }
         if !self.ready(now) {
@@ -120,13 +127,14 @@ impl<'scope> Watches<'scope> {
         })
     }
 
-    /// Adds a job calling `f` every `every` until it returns false or `token` is
-    /// cancelled, starting the thread through `spawner` if none serves the list.
+    /// Adds a job of `stage` calling `f` every `every` until it returns false or the stage
+    /// is over (see `Job::over`), starting the thread through `spawner` if none serves the
+    /// list.
     pub(crate) fn add(
         self: &Arc<Self>,
         spawner: &Spawner<'scope, '_>,
         every: Duration,
-        token: &'scope CancelToken,
+        stage: &'scope StageState,
         f: Box<dyn FnMut() -> bool + Send + 'scope>,
     ) -> Result<Watch<'scope>, SpawnRefused> {
         let nudged = Arc::new(AtomicBool::new(false));
@@ -140,7 +148,7 @@ impl<'scope> Watches<'scope> {
             every,
             due: Instant::now() + every,
             nudged: Arc::clone(&nudged),
-            token,
+            stage,
             f,
         });
         self.bell.notify_one();

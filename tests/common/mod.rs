@@ -115,6 +115,19 @@ pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, std::iter::Iterator::count)
 }
 
+/// The names of this process's threads that start with `prefix`, sorted (Linux: from
+/// /proc/self/task, as the kernel keeps them, at most 15 bytes).
+pub fn thread_names(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .expect("the process's threads are listed in /proc")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    names.sort();
+    names
+}
+
 /// Waits up to a second for the thread count to drop to `baseline`; returns the last count.
 pub fn settle_threads(baseline: usize) -> usize {
     let until = Instant::now() + Duration::from_secs(1);
