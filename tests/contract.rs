@@ -5,27 +5,9 @@ mod common;
 
 use common::{quiet_injected_panics, watchdog};
 use pipework::{
-    CancelToken, Context, ErrorKind, Fixed, Pipeline,
+    Context, ErrorKind, Fixed, Pipeline,
     runner::{StageHandle, StageRunner},
-    source,
 };
-
-/// A source that never ends on its own: only cancellation stops it.
-fn endless() -> impl pipework::IntoSource<u64> {
-    source::custom(Endless(0))
-}
-
-struct Endless(u64);
-
-impl pipework::Source<u64> for Endless {
-    fn next(&mut self, token: &CancelToken) -> Option<Result<u64, pipework::BoxError>> {
-        if token.is_cancelled() {
-            return None;
-        }
-        self.0 += 1;
-        Some(Ok(self.0))
-    }
-}
 
 /// What a misbehaving runner does.
 #[derive(Clone, Copy)]
@@ -121,7 +103,7 @@ fn a_runner_that_starts_no_worker_fails_the_run_instead_of_hanging() {
         assert!(err.report().unwrap().totals().is_balanced());
     }
     let err = rogue(Misbehaviour::NoWorker)
-        .run(endless(), |_| Ok(()))
+        .run(common::endless(), |_| Ok(()))
         .unwrap_err();
     assert_eq!(
         err.stage().map(pipework::StageId::name),
@@ -156,7 +138,7 @@ fn a_runner_that_drops_its_handle_in_a_panic_it_catches_fails_the_run_instead_of
             .branch(Fixed::new(1, common::fallible(|x: u64, _: &Context| Ok(x))))
             .branch(Rogue(Misbehaviour::SwallowPanic)),
     );
-    let err = p.run(endless(), |_| Ok(())).unwrap_err();
+    let err = p.run(common::endless(), |_| Ok(())).unwrap_err();
     assert!(matches!(err.kind(), ErrorKind::Runner { .. }), "{err}");
     assert!(err.report().unwrap().totals().is_balanced());
 }
@@ -177,7 +159,7 @@ fn a_runner_whose_workers_quit_early_fails_the_run_instead_of_hanging() {
         assert!(err.report().unwrap().totals().is_balanced());
     }
     let err = rogue(Misbehaviour::QuitEarly)
-        .run(endless(), |_| Ok(()))
+        .run(common::endless(), |_| Ok(()))
         .unwrap_err();
     assert_eq!(
         err.stage().map(pipework::StageId::name),
@@ -193,7 +175,7 @@ fn a_panic_in_start_is_caught_and_names_the_stage() {
     for _ in 0..3 {
         // A source that never ends: the run must still be cancelled and joined.
         let err = rogue(Misbehaviour::PanicInStart)
-            .run(endless(), |_| Ok(()))
+            .run(common::endless(), |_| Ok(()))
             .unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Panic { .. }), "{err}");
         assert_eq!(

@@ -8,9 +8,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pipework::{
-    CancelToken, Context, Dynamic, ErrorKind, Pipeline, Site,
+    Context, Dynamic, ErrorKind, Pipeline, Site,
     runner::{StageHandle, StageRunner, Watch},
-    source,
 };
 
 /// Sets its flag when dropped: tells whether a job (which owns it) has ended.
@@ -110,19 +109,6 @@ impl StageRunner<u64, u64> for PanickingWatch {
     }
 }
 
-/// A source that only cancellation ends.
-struct Endless(u64);
-
-impl pipework::Source<u64> for Endless {
-    fn next(&mut self, token: &CancelToken) -> Option<Result<u64, pipework::BoxError>> {
-        if token.is_cancelled() {
-            return None;
-        }
-        self.0 += 1;
-        Some(Ok(self.0))
-    }
-}
-
 #[test]
 fn a_panic_in_a_watch_is_its_stage_s_error_and_cancels_the_run() {
     let _serial = common::serial_test("watch panic", 30);
@@ -133,7 +119,7 @@ fn a_panic_in_a_watch_is_its_stage_s_error_and_cancels_the_run() {
             Dynamic::new(2, common::fallible(|x: u64, _: &Context| Ok(x))),
         )
         .stage("watched", PanickingWatch);
-    let err = p.run(source::custom(Endless(0)), |_| Ok(())).unwrap_err();
+    let err = p.run(common::endless(), |_| Ok(())).unwrap_err();
     match err.kind() {
         ErrorKind::Panic {
             site: Site::Stage { stage, .. },

@@ -115,6 +115,24 @@ pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, std::iter::Iterator::count)
 }
 
+/// A source that never ends on its own: only cancellation stops it.
+pub fn endless() -> impl pipework::IntoSource<u64> {
+    pipework::source::custom(Endless(0))
+}
+
+/// The counter behind [`endless`].
+struct Endless(u64);
+
+impl pipework::Source<u64> for Endless {
+    fn next(&mut self, token: &pipework::CancelToken) -> Option<Result<u64, pipework::BoxError>> {
+        if token.is_cancelled() {
+            return None;
+        }
+        self.0 += 1;
+        Some(Ok(self.0))
+    }
+}
+
 /// The names of this process's threads that start with `prefix`, sorted (Linux: from
 /// /proc/self/task, as the kernel keeps them, at most 15 bytes).
 pub fn thread_names(prefix: &str) -> Vec<String> {
