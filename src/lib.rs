@@ -139,9 +139,11 @@
 //! | `pipework.run` | info | `stages`, `timeline` (bool), `outcome` (recorded at the end: `ok`, `stopped`, `cancelled`, `failed`) | the calling thread, for the whole run |
 //! | `pipework.source` | debug | — | the source thread |
 //! | `pipework.worker` | debug | `stage` (name), `stage_index`, `worker` (index) | each worker thread |
-//! | `pipework.helper` | debug | `stage`, `stage_index`, `role` (`fanout`, `deal`, `collect`, `watch`), `index` | each helper thread |
+//! | `pipework.helper` | debug | `stage`, `stage_index`, `role` (`fanout`, or the role a runner gives `StageHandle::spawn_helper`), `index` | each helper thread |
 //!
-//! Thread spans are children of the run's span. The events, in the span of the thread that
+//! Thread spans are children of the run's span. The run's watcher thread (the periodic
+//! jobs of `StageHandle::watch`, a dynamic pool's among them) serves every stage and has
+//! no span of its own. The events, in the span of the thread that
 //! emits them:
 //!
 //! | message | level | fields | span |

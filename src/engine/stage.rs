@@ -417,7 +417,8 @@ where
         )
     }
 
-    /// Spawns a thread of the stage that is not a worker (a distributor, a watcher),
+    /// Spawns a thread of the stage that is not a worker (a distributor, say; periodic
+    /// work goes on the run's watcher thread instead, see [`watch`](Self::watch)),
     /// named after the stage and `role`. Its panics are caught like a worker's. Returns
     /// whether the thread started.
     pub fn spawn_helper<F>(&self, role: &str, f: F) -> bool
@@ -446,6 +447,44 @@ where
     /// (at this stage) and cancels the run. Returns `None` when the watch could not start:
     /// the run was cancelled, or the operating system refused the thread (the run then
     /// fails with a stage error).
+    ///
+    /// # Examples
+    ///
+    /// A runner with one worker and a watch that notes the deepest input queue it sees:
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::time::Duration;
+    /// use pipework::runner::{StageHandle, StageRunner};
+    /// use pipework::{map, Pipeline, Processor};
+    ///
+    /// struct Watched<P> {
+    ///     processor: P,
+    ///     deepest: AtomicUsize,
+    /// }
+    ///
+    /// impl<P: Processor<u64, u64> + Clone + Sync> StageRunner<u64, u64> for Watched<P> {
+    ///     fn kind(&self) -> &'static str {
+    ///         "watched"
+    ///     }
+    ///
+    ///     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, u64, u64>) {
+    ///         stage.spawn(move |mut worker| worker.run(&mut self.processor.clone()));
+    ///         let looked_at = stage.clone();
+    ///         // Ends once the worker has ended (it keeps the stage's output open until
+    ///         // then, through its clone of the handle).
+    ///         stage.watch(Duration::from_millis(1), move || {
+    ///             self.deepest.fetch_max(looked_at.queued(), Ordering::Relaxed);
+    ///             true
+    ///         });
+    ///     }
+    /// }
+    ///
+    /// let stage = Watched { processor: map(|x: u64| x + 1), deepest: AtomicUsize::new(0) };
+    /// let pipeline = Pipeline::new().stage("plus one", stage);
+    /// let (out, _) = pipeline.collect(0..1_000u64).unwrap();
+    /// assert_eq!(out, (1..=1_000u64).collect::<Vec<_>>());
+    /// ```
     pub fn watch<F>(&self, period: Duration, job: F) -> Option<Watch<'scope>>
     where
         F: FnMut() -> bool + Send + 'scope,
