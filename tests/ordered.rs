@@ -250,3 +250,42 @@ fn outputs_of_many_per_item_flow_through_a_small_window() {
         assert_eq!(report.totals().sunk, 30 * PER_ITEM);
     }
 }
+
+#[test]
+fn concurrent_runs_of_one_ordered_definition_each_keep_their_order() {
+    // Each run numbers its own chunks and forwards its own outputs: runs of one
+    // definition from several threads at once never mix or reorder each other's items.
+    let _dog = watchdog("concurrent ordered runs", 60);
+    let p = Pipeline::new()
+        .stage(
+            "split",
+            Ordered::new(3, flat_map(|x: u64| [2 * x, 2 * x + 1])).window(1),
+        )
+        .stage(
+            "uneven",
+            Ordered::new(
+                2,
+                common::fallible(|x: u64, _: &Context| {
+                    if x % 301 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Ok(x)
+                }),
+            ),
+        );
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let p = &p;
+            s.spawn(move || {
+                for round in 0..10u64 {
+                    let base = (t * 100 + round) * 10_000;
+                    let n = 500 + 300 * (round % 4);
+                    let (out, report) = p.collect(base..base + n).unwrap();
+                    let expected: Vec<u64> = (2 * base..2 * (base + n)).collect();
+                    assert_eq!(out, expected, "thread {t}, round {round}");
+                    assert!(report.totals().is_balanced());
+                }
+            });
+        }
+    });
+}
