@@ -172,3 +172,54 @@ fn the_dynamic_stages_of_a_run_share_one_watcher_thread() {
         "the run's watcher threads, seen from inside it"
     );
 }
+
+/// A value whose `Drop` panics, captured by a watch job.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("injected panic in the drop of a watch job");
+    }
+}
+
+/// A stage whose watch job ends at its first call and panics as it is dropped.
+struct DropPanickingWatch;
+
+impl StageRunner<u64, u64> for DropPanickingWatch {
+    fn kind(&self) -> &'static str {
+        "drop-panicking-watch"
+    }
+
+    fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, u64, u64>) {
+        stage.spawn(|mut w| {
+            let mut identity = common::fallible(|x: u64, _: &Context| Ok(x));
+            while let Some(x) = w.recv() {
+                w.process(&mut identity, x);
+            }
+        });
+        let captured = PanicsOnDrop;
+        let _ = stage.watch(Duration::from_millis(1), move || {
+            let _owned = &captured;
+            false
+        });
+    }
+}
+
+#[test]
+fn a_panic_in_the_drop_of_a_watch_job_is_its_stage_s_error() {
+    // The watcher thread serves every stage's jobs: a job's drop must not end it (the
+    // panic would be lost and the run, whose source never ends, would hang).
+    let _serial = common::serial_test("watch drop panic", 30);
+    let p = Pipeline::new().stage("dropped", DropPanickingWatch);
+    let err = p.run(common::endless(), |_| Ok(())).unwrap_err();
+    match err.kind() {
+        ErrorKind::Panic {
+            site: Site::Stage { stage, .. },
+            message,
+        } => {
+            assert_eq!(stage.name(), "dropped");
+            assert!(message.contains("drop of a watch job"), "{message}");
+        }
+        other => panic!("expected the job's drop panic, got {other:?}"),
+    }
+}

@@ -29,9 +29,10 @@
 //! chunks of outputs, then an empty chunk. Its turns are in its tickets' order, so the
 //! turns of ticket `t` are at the front of its lane once every earlier ticket's turn has
 //! been forwarded. A one-to-many processor's outputs flow on with backpressure instead of
-//! piling up: besides its input, the stage holds at most `workers × (window + 1)` chunks
-//! (per worker, the chunk it processes and `window` turns of outputs), and each loan
-//! (below) one reply lane of as many.
+//! piling up: besides its input, the stage holds at most `workers × (2 × window + 1)`
+//! chunks (per worker, the chunk it processes and a lane of `2 × window` chunks: `window`
+//! turns of one chunk of outputs and its end), and each loan (below) one reply lane of as
+//! many.
 //!
 //! **Collecting.** The [`Collector`] holds the stage's output and the lanes' receivers. A
 //! worker that has sent a chunk into a lane (or a loan's reply) calls it (`AfterSend`):
@@ -75,11 +76,11 @@
 //! counted as readers of the stage's input like any runner's (see `stage`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 
 use super::counters::{Counter, Custody, StageStats};
 use super::record::{Clock, Off};
-use super::stage::StageHandle;
+use super::stage::{StageHandle, report_thread_panic};
 use super::state::StageState;
 use super::worker::{Output, Worker};
 use crate::context::CancelToken;
@@ -129,8 +130,9 @@ where
     }
 
     /// Spawns `workers` workers running `f` whose outputs leave in the order of their
-    /// inputs, each holding at most `window` finished chunks ahead of the pool's output
-    /// (see [`Ordered`](crate::Ordered)). Returns whether every thread started.
+    /// inputs, each queueing at most `2 × window` chunks ahead of the pool's output
+    /// (`window` turns of one chunk of outputs and its end; see
+    /// [`Ordered`](crate::Ordered)). Returns whether every thread started.
     pub fn spawn_ordered<F>(&self, workers: usize, window: usize, f: F) -> bool
     where
         F: Fn(Worker<'scope, In, Out>) + Send + Sync + 'scope,
@@ -173,7 +175,11 @@ where
                 // The workers that will never start leave at once; the last to go
                 // closes the output.
                 for _ in lane..workers {
-                    collector.leave();
+                    if let Some(payload) = collector.leave() {
+                        let run = self.spawner.run();
+                        let index = self.stage.next_index();
+                        report_thread_panic(run, self.stage, index, false, &*payload);
+                    }
                 }
                 return false;
             }
@@ -200,8 +206,10 @@ pub(super) struct Collector<'scope, Out> {
 struct Collecting<Out> {
     /// The stage's output.
     out: Outbox<Out>,
-    /// The workers' lanes; emptied when the pool stops forwarding, so that a worker
-    /// blocked on a full lane wakes (its send fails).
+    /// The workers' lanes; let go of when the pool stops forwarding (the run's taps count
+    /// what is left in them). A worker blocked on a full lane then wakes through its
+    /// token: the stage's intake is cancelled with the last turn, and the run is
+    /// cancelled when a lane closes in the middle of a turn.
     turns: Vec<EdgeRx<Out>>,
     /// The lane of each ticket's taker, in ticket order.
     order: TurnOrder,
@@ -263,12 +271,16 @@ impl<Out> AfterSend for Collector<'_, Out> {
     /// Forwards what is ready, unless another worker is forwarding: then that one looks
     /// again before it lets go.
     fn sent(&self) {
-        // Ordering: SeqCst on `pending`. A sender sets it after its send and before it
-        // tries the lock; the forwarding worker clears it before it looks at the lanes
-        // and reads it after it lets go of the lock: either it sees the note, or its look
-        // began after the send, or the sender's `try_lock` finds the lock free.
+        // Ordering: SeqCst on `pending`, and a SeqCst fence on each side between it and
+        // the lock (whose failed `try_lock` is a plain load, and whose unlock a release:
+        // without the fences a weakly ordered CPU may let both sides read the other's old
+        // value). A sender sets the note after its send and before it tries the lock; the
+        // forwarding worker clears it before it looks at the lanes and reads it after it
+        // lets go of the lock: either it sees the note, or its look began after the send,
+        // or the sender's `try_lock` finds the lock free.
         loop {
             self.pending.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
             let Some(mut state) = self.state.try_lock() else {
                 return;
             };
@@ -276,6 +288,7 @@ impl<Out> AfterSend for Collector<'_, Out> {
             self.pending.swap(false, Ordering::SeqCst);
             state.forward(self.stage);
             drop(state);
+            fence(Ordering::SeqCst);
             if !self.pending.load(Ordering::SeqCst) {
                 return;
             }

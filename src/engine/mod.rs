@@ -27,10 +27,11 @@
 //! # Invariants
 //!
 //! - **Who owns each sender.** The source thread owns the only sender of edge 0. Every
-//!   thread of stage `i` — workers and helpers alike (a broadcast's distributor, a dynamic
-//!   pool's watcher) — owns a sender of edge `i + 1` through the `StageHandle` or `Outbox`
-//!   it holds (an ordered pool's workers share theirs, in the pool's collector), and so does the `StageHandle` given to the
-//!   runner's `start` until it returns. An edge therefore closes exactly when everything
+//!   thread of stage `i` — workers and helpers alike (a broadcast's distributor) — owns a
+//!   sender of edge `i + 1` through the `StageHandle` or `Outbox` it holds (an ordered
+//!   pool's workers share theirs, in the pool's collector), and so do the `StageHandle`
+//!   given to the runner's `start` until it returns and a watch job that captured a
+//!   handle (a dynamic pool's) until it ends. An edge therefore closes exactly when everything
 //!   upstream of it is done, and the sink loop ends when the last edge closes — or at
 //!   cancellation. Lanes private to a stage follow the same rule inside the stage.
 //! - **What wakes a blocked thread.** Every blocking operation also waits on a cancel token

@@ -443,7 +443,8 @@ where
     /// open, as one of the stage's threads would.
     ///
     /// `job` should be short and must not wait for the stage's input or output: the other
-    /// stages' watches wait for it. A panic in it is caught, returned as the run's error
+    /// stages' watches wait for it. A period under 100 µs counts as 100 µs, one over a day
+    /// as a day. A panic in it is caught, returned as the run's error
     /// (at this stage) and cancels the run. Returns `None` when the watch could not start:
     /// the run was cancelled, or the operating system refused the thread (the run then
     /// fails with a stage error).
@@ -489,17 +490,15 @@ where
     where
         F: FnMut() -> bool + Send + 'scope,
     {
-        let run = self.spawner.run();
         let stage = self.stage;
-        let index = stage.next_index();
-        let mut job = job;
-        let call = move || match catch_unwind(AssertUnwindSafe(&mut job)) {
-            Ok(go_on) => go_on,
-            Err(payload) => {
-                report_thread_panic(run, stage, index, false, &*payload);
-                false
-            }
+        let mut guarded = Guarded {
+            job: Some(job),
+            run: self.spawner.run(),
+            stage,
+            index: stage.next_index(),
         };
+        let call = move || guarded.call();
+        let period = period.clamp(MIN_WATCH_PERIOD, MAX_WATCH_PERIOD);
         let watches = self.spawner.watches();
         match watches.add(&self.spawner, period, stage, Box::new(call)) {
             Ok(watch) => Some(watch),
@@ -590,13 +589,58 @@ where
     }
 }
 
+/// The shortest period of a watch job: a shorter one would keep the watcher thread busy.
+const MIN_WATCH_PERIOD: Duration = Duration::from_micros(100);
+
+/// The longest period of a watch job (the clock's arithmetic stays in range).
+const MAX_WATCH_PERIOD: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A watch job as the run's watcher thread holds it: its calls and its `Drop` (the values
+/// it captured) run under `catch_unwind`, so that nothing a job does ends the watcher
+/// thread, which serves every stage's jobs. A panic is the stage's error.
+struct Guarded<'scope, F> {
+    /// The job; taken when it is dropped.
+    job: Option<F>,
+    /// The run's state.
+    run: &'scope RunState,
+    /// The stage that registered the job.
+    stage: &'scope StageState,
+    /// The job's index among the stage's threads, for the panic's site.
+    index: usize,
+}
+
+impl<F: FnMut() -> bool> Guarded<'_, F> {
+    /// Calls the job; false when it is done or panicked.
+    fn call(&mut self) -> bool {
+        let Some(job) = self.job.as_mut() else {
+            return false;
+        };
+        match catch_unwind(AssertUnwindSafe(job)) {
+            Ok(go_on) => go_on,
+            Err(payload) => {
+                report_thread_panic(self.run, self.stage, self.index, false, &*payload);
+                false
+            }
+        }
+    }
+}
+
+impl<F> Drop for Guarded<'_, F> {
+    fn drop(&mut self) {
+        let job = self.job.take();
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(move || drop(job))) {
+            report_thread_panic(self.run, self.stage, self.index, false, &*payload);
+        }
+    }
+}
+
 /// Records the panic that ended a thread of `stage`: at its position when a worker of a
 /// stage whose failures take effect there handed on what came before (see `worker`),
 /// otherwise as the run's error. Out of line: a thread's outermost frame stays small (a
 /// thread of an I/O-bound pool touches few pages of its stack).
 #[cold]
 #[inline(never)]
-fn report_thread_panic(
+pub(super) fn report_thread_panic(
     run: &RunState,
     stage: &StageState,
     index: usize,
@@ -642,8 +686,8 @@ impl<'scope> Launcher<'scope, '_> {
         let (tx, rx) = self.spawner.edge_into(index + 1);
         let stage = &run.stages[index];
         // A runner that keeps order reads alone (an ordered pool's workers read through
-        // an input of their own, `SharedInput::ordered`): its chunks stay private. Any other runner's workers stash theirs (see
-        // `transport::inbox`).
+        // an input of their own, `SharedInput::ordered`): its chunks stay private. Any
+        // other runner's workers stash theirs (see `transport::inbox`).
         let input = if runner.keeps_order() {
             SharedInput::lone(input)
         } else {

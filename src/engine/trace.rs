@@ -60,8 +60,8 @@ impl ThreadSpan {
 pub(crate) enum Role<'a> {
     /// A worker.
     Worker,
-    /// A helper thread: a broadcast's fanout, or a runner's own (a dynamic pool's
-    /// watcher).
+    /// A helper thread: a broadcast's fanout, or a runner's own (`spawn_helper`). The
+    /// run's watcher thread serves every stage and has no stage span.
     Helper(&'a str),
 }
 

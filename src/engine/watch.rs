@@ -14,8 +14,9 @@
 //!   left of those it started: `StageState::threads_ended`) ends soon whatever its period,
 //!   and a job cannot keep the run from ending.
 //! - **Calls.** Jobs run outside the lock (a nudge never waits for a job), one at a time.
-//!   Each call runs under `catch_unwind` in the closure the registering stage wraps it in
-//!   (see `StageHandle::watch`), so a panic is that stage's and ends only its job.
+//!   Each call, and the drop of what a job captured, runs under `catch_unwind` in the
+//!   wrapper the registering stage puts around it (`stage::Guarded`), so a panic is that
+//!   stage's error and ends only its job: the thread itself never unwinds.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

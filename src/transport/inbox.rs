@@ -225,8 +225,8 @@ impl Book {
     /// Hands the next ticket to the reader tagged `tag`.
     fn issue(&mut self, tag: usize) -> u64 {
         self.last += 1;
-        // Unbounded: the send fails only once the pool has stopped collecting, when the
-        // order no longer matters.
+        // Unbounded, and the pool's collector keeps the receiver as long as any worker
+        // can take a ticket: the send cannot fail or block.
         let _ = self.order.send(tag);
         self.last
     }
