@@ -21,6 +21,31 @@ impl Drop for Ended {
     }
 }
 
+/// Starts one worker that passes every item on, until its input ends or the run is
+/// cancelled.
+fn spawn_identity(stage: &StageHandle<'_, '_, u64, u64>) {
+    stage.spawn(|mut w| {
+        let mut identity = common::fallible(|x: u64, _: &Context| Ok(x));
+        while let Some(x) = w.recv() {
+            w.process(&mut identity, x);
+        }
+    });
+}
+
+/// Checks that `err` is a panic at stage `name` whose message contains `message`.
+fn assert_stage_panic(err: &pipework::Error, name: &str, message: &str) {
+    match err.kind() {
+        ErrorKind::Panic {
+            site: Site::Stage { stage, .. },
+            message: got,
+        } => {
+            assert_eq!(stage.name(), name);
+            assert!(got.contains(message), "{got}");
+        }
+        other => panic!("expected a panic at stage {name}, got {other:?}"),
+    }
+}
+
 /// One worker, and a watch with a long period whose calls it counts. The worker nudges
 /// the watch at the first item and waits for the call; the job never returns false.
 struct Nudging {
@@ -97,12 +122,7 @@ impl StageRunner<u64, u64> for PanickingWatch {
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, u64, u64>) {
-        stage.spawn(|mut w| {
-            let mut identity = common::fallible(|x: u64, _: &Context| Ok(x));
-            while let Some(x) = w.recv() {
-                w.process(&mut identity, x);
-            }
-        });
+        spawn_identity(&stage);
         let _ = stage.watch(Duration::from_millis(1), || {
             panic!("injected panic in a watch")
         });
@@ -120,16 +140,7 @@ fn a_panic_in_a_watch_is_its_stage_s_error_and_cancels_the_run() {
         )
         .stage("watched", PanickingWatch);
     let err = p.run(common::endless(), |_| Ok(())).unwrap_err();
-    match err.kind() {
-        ErrorKind::Panic {
-            site: Site::Stage { stage, .. },
-            message,
-        } => {
-            assert_eq!(stage.name(), "watched");
-            assert!(message.contains("injected panic in a watch"), "{message}");
-        }
-        other => panic!("expected the watch's panic, got {other:?}"),
-    }
+    assert_stage_panic(&err, "watched", "injected panic in a watch");
 }
 
 #[cfg(target_os = "linux")]
@@ -191,12 +202,7 @@ impl StageRunner<u64, u64> for DropPanickingWatch {
     }
 
     fn start<'scope>(&'scope self, stage: StageHandle<'scope, '_, u64, u64>) {
-        stage.spawn(|mut w| {
-            let mut identity = common::fallible(|x: u64, _: &Context| Ok(x));
-            while let Some(x) = w.recv() {
-                w.process(&mut identity, x);
-            }
-        });
+        spawn_identity(&stage);
         let captured = PanicsOnDrop;
         let _ = stage.watch(Duration::from_millis(1), move || {
             let _owned = &captured;
@@ -212,14 +218,5 @@ fn a_panic_in_the_drop_of_a_watch_job_is_its_stage_s_error() {
     let _serial = common::serial_test("watch drop panic", 30);
     let p = Pipeline::new().stage("dropped", DropPanickingWatch);
     let err = p.run(common::endless(), |_| Ok(())).unwrap_err();
-    match err.kind() {
-        ErrorKind::Panic {
-            site: Site::Stage { stage, .. },
-            message,
-        } => {
-            assert_eq!(stage.name(), "dropped");
-            assert!(message.contains("drop of a watch job"), "{message}");
-        }
-        other => panic!("expected the job's drop panic, got {other:?}"),
-    }
+    assert_stage_panic(&err, "dropped", "drop of a watch job");
 }

@@ -437,15 +437,15 @@ where
     /// that no worker is taking and starts workers.
     ///
     /// The job also ends once the stage has started threads and every one of them has
-    /// ended (looked at every few milliseconds), so a job cannot keep a run from ending; a runner that knows when it
-    /// is done should return false then, for the run to end at once. Until it ends, the
-    /// job holds what it captures: a clone of the stage's handle keeps the stage's output
-    /// open, as one of the stage's threads would.
+    /// ended (looked at every few milliseconds), so a job cannot keep a run from ending;
+    /// a runner that knows when it is done should return false then, for the run to end
+    /// at once. Until it ends, the job holds what it captures: a clone of the stage's
+    /// handle keeps the stage's output open, as one of the stage's threads would.
     ///
     /// `job` should be short and must not wait for the stage's input or output: the other
     /// stages' watches wait for it. A period under 100 µs counts as 100 µs, one over a day
-    /// as a day. A panic in it is caught, returned as the run's error
-    /// (at this stage) and cancels the run. Returns `None` when the watch could not start:
+    /// as a day. A panic in it (or in the drop of what it captured) is caught, returned as
+    /// the run's error (at this stage) and cancels the run. Returns `None` when the watch could not start:
     /// the run was cancelled, or the operating system refused the thread (the run then
     /// fails with a stage error).
     ///

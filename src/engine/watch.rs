@@ -90,7 +90,7 @@ impl Job<'_> {
 /// A handle on a job of the run's watcher thread: [`nudge`](Self::nudge) runs the job at
 /// once, without waiting for its period. Returned by [`StageHandle::watch`].
 ///
-/// [`StageHandle::watch`]: crate::runner::StageHandle::watch
+/// [`StageHandle::watch`]: super::StageHandle::watch
 #[derive(Clone)]
 pub struct Watch<'scope> {
     /// The job's flag.

@@ -49,8 +49,6 @@ struct Turns<'scope, Out> {
     loans: Arc<Loans<'scope, Out>>,
     /// The pool's output, which its workers forward.
     collector: Arc<Collector<'scope, Out>>,
-    /// The ticket of the chunk taken from the input last: the key of its turn.
-    key: u64,
     /// The loan being worked on, if any: the lane's edge, set aside while the outputs go
     /// to the loan's owner, and the key of the turn the loan belongs to.
     loan: Option<(EdgeTx<Out>, u64)>,
@@ -351,7 +349,6 @@ where
                     lane,
                     loans,
                     collector,
-                    key: 0,
                     loan: None,
                 }),
             ),
@@ -549,12 +546,7 @@ where
             Recv::Got(took) => {
                 let n = took.len();
                 match took {
-                    Took::Input(n) => {
-                        self.local[Counter::Received] += n as u64;
-                        if let Some(turns) = self.turns.as_mut() {
-                            turns.key = self.inbox.key();
-                        }
-                    }
+                    Took::Input(n) => self.local[Counter::Received] += n as u64,
                     Took::Stolen(_, loan) => self.borrow(loan),
                 }
                 self.chunks += 1;
@@ -878,9 +870,10 @@ impl<In, Out> Parts<'_, In, Out> {
     fn hand_on_before_failing(&mut self) -> Place {
         let mut place = (0, 0);
         if let Some(turns) = &self.turns {
+            // Outside a loan, the current chunk is the one taken from the input last.
             let key = match &turns.loan {
                 Some((_, key)) => *key,
-                None => turns.key,
+                None => self.inbox.key(),
             };
             self.stage.fail_in_turn(key);
             // The item just handed out is the failing one.
@@ -899,11 +892,14 @@ impl<In, Out> Parts<'_, In, Out> {
         place
     }
 
-    /// Sends what the outbox holds; for an ordered pool's worker, then forwards what is
-    /// ready (see `lanes`, "Collecting").
+    /// Sends what the outbox holds; for an ordered pool's worker, if it sent, then
+    /// forwards what is ready (see `lanes`, "Collecting").
     fn flush(&mut self) {
+        let sending = self.outbox.buffered() > 0;
         self.outbox.flush(self.out_token);
-        self.after_send();
+        if sending {
+            self.after_send();
+        }
     }
 
     /// For an ordered pool's worker, after a send: forwards what is ready.
@@ -1076,8 +1072,11 @@ impl<In, Out> Drop for Parts<'_, In, Out> {
                 self.turn_open = false;
                 self.end_turn();
             }
+            let sending = self.outbox.buffered() > 0;
             let panic = self.outbox.close(token);
-            self.after_send();
+            if sending {
+                self.after_send();
+            }
             panic
         };
         let panic = panic.or_else(|| self.outbox.take_panic());

@@ -243,12 +243,11 @@ enum Right<'a> {
 }
 
 impl Right<'_> {
-    /// After a receive: the chunk's ticket, for the reader tagged `tag`, if the input has
-    /// a book and a chunk came.
-    fn ticket<T>(&mut self, got: &Recv<Vec<T>>, tag: usize) -> Option<u64> {
-        match (self, got) {
-            (Right::Booked(book), Recv::Got(_)) => Some(book.issue(tag)),
-            _ => None,
+    /// After a receive: if the input has a book and a chunk came, gives the chunk the next
+    /// ticket, for the reader tagged `tag`, in `key`.
+    fn ticket<T>(&mut self, got: &Recv<Vec<T>>, tag: usize, key: &mut u64) {
+        if let (Right::Booked(book), Recv::Got(_)) = (self, got) {
+            *key = book.issue(tag);
         }
     }
 }
@@ -630,9 +629,7 @@ impl<T> Inbox<T> {
                 mut right => {
                     self.shared.start_receiving();
                     let got = self.shared.input.try_recv();
-                    if let Some(ticket) = right.ticket(&got, self.tag) {
-                        self.key = ticket;
-                    }
+                    right.ticket(&got, self.tag, &mut self.key);
                     Some(got)
                 }
             }
@@ -730,9 +727,7 @@ impl<T> Inbox<T> {
             // Ordering: Relaxed; the count only sets how long to spin.
             let members = self.shared.siblings.members.load(Ordering::Relaxed);
             let got = (self.shared.input).recv_spun(token, until, Backoff::rounds_for(members));
-            if let Some(ticket) = right.ticket(&got, self.tag) {
-                self.key = ticket;
-            }
+            right.ticket(&got, self.tag, &mut self.key);
             drop(right);
             drop(scout);
             match self.received(got) {
