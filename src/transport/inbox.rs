@@ -559,16 +559,21 @@ impl<T> Inbox<T> {
     pub(crate) fn next_buffered(&mut self) -> Option<T> {
         match &mut self.held {
             Held::Private(items) => items.next(),
-            Held::Stashed => {
-                let mut stash = self.stash.lock();
-                let item = stash.items.pop_front();
-                stash.pops += 1;
-                if item.is_some() && stash.items.is_empty() {
-                    self.shared.siblings.stop_holding();
-                }
-                item
-            }
+            Held::Stashed => self.next_stashed(),
         }
+    }
+
+    /// [`next_buffered`](Self::next_buffered) from the stash: out of line, so that the
+    /// private path inlines into the worker's loop.
+    #[inline(never)]
+    fn next_stashed(&mut self) -> Option<T> {
+        let mut stash = self.stash.lock();
+        let item = stash.items.pop_front();
+        stash.pops += 1;
+        if item.is_some() && stash.items.is_empty() {
+            self.shared.siblings.stop_holding();
+        }
+        item
     }
 
     /// Items left in the current chunk.
