@@ -8,6 +8,8 @@ use crate::context::{CancelToken, Context};
 use crate::error::BoxError;
 use crate::transport::{AfterSend, Outbox};
 
+pub(crate) use sealed::MapRun;
+
 /// Turns one input into zero, one or many outputs.
 ///
 /// A worker owns its processor (`&mut self`), so a processor may keep state without locks:
@@ -91,6 +93,20 @@ pub trait Processor<In, Out>: Send {
         cx: &Context<'_>,
         out: &mut Emitter<'_, Out>,
     ) -> Result<(), BoxError>;
+
+    /// The crate's fast path through a chunk, for processors that map every item to
+    /// exactly one output and cannot fail ([`map`]): maps as much of `run` as it allows and
+    /// returns true, or returns false, taking nothing, to have the items come one at a time
+    /// through [`process`](Self::process) (the default).
+    ///
+    /// `MapRun` cannot be named outside this crate, so this method cannot be implemented
+    /// there: a processor of yours is always called item by item.
+    #[doc(hidden)]
+    #[inline]
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
+        let _ = run;
+        false
+    }
 }
 
 impl<In, Out, P> Processor<In, Out> for &mut P
@@ -106,6 +122,11 @@ where
     ) -> Result<(), BoxError> {
         (**self).process(item, cx, out)
     }
+
+    #[inline]
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
+        (**self).map_run(run)
+    }
 }
 
 impl<In, Out, P> Processor<In, Out> for Box<P>
@@ -120,6 +141,11 @@ where
         out: &mut Emitter<'_, Out>,
     ) -> Result<(), BoxError> {
         (**self).process(item, cx, out)
+    }
+
+    #[inline]
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
+        (**self).map_run(run)
     }
 }
 
@@ -237,6 +263,12 @@ where
     ) -> Result<(), BoxError> {
         out.emit((self.0)(item));
         Ok(())
+    }
+
+    #[inline]
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
+        run.map_each(&mut self.0);
+        true
     }
 }
 
@@ -475,5 +507,113 @@ where
         out: &mut Emitter<'_, Out>,
     ) -> Result<(), BoxError> {
         (self.0)(item, cx, out)
+    }
+}
+
+/// The fast path's type, in a module of its own: public, so that it may appear in
+/// [`Processor`]'s signature, and unnameable outside the crate, so that only the crate's
+/// processors take the path.
+mod sealed {
+    use crate::context::CancelToken;
+    use crate::transport::Outbox;
+
+    /// The rest of a worker's current chunk, for a processor that maps each item to one
+    /// output and cannot fail (see `Processor::map_run`).
+    ///
+    /// The worker's counts are brought up to date when the run is dropped, from where the
+    /// chunk and the output buffer stand, so they are exact even when a mapping panics: the
+    /// items taken are the chunk's that are gone from it (the panicking one included), the
+    /// outputs those that reached the buffer.
+    pub struct MapRun<'a, In, Out> {
+        /// What is left of the worker's chunk.
+        items: &'a mut std::vec::IntoIter<In>,
+        /// Items in `items` when the run began.
+        start: usize,
+        /// The worker's output buffer.
+        outbox: &'a mut Outbox<Out>,
+        /// Checked before each item: no item starts once the stage is cancelled.
+        stop: &'a CancelToken,
+        /// What sends wait on.
+        send: &'a CancelToken,
+        /// The outbox's buffered count when the current stretch of mapping began.
+        stretch_from: usize,
+        /// Outputs of the stretches before the current one.
+        outputs: u64,
+        /// The worker's count of items taken, brought up to date on drop.
+        taken: &'a mut u64,
+        /// The worker's count of outputs, brought up to date on drop.
+        emitted: &'a mut u64,
+    }
+
+    impl<'a, In, Out> MapRun<'a, In, Out> {
+        /// A run over `items`, mapping into `outbox`; `tokens`: the one that stops the
+        /// stage, the one sends wait on.
+        pub(crate) fn new(
+            items: &'a mut std::vec::IntoIter<In>,
+            outbox: &'a mut Outbox<Out>,
+            tokens: (&'a CancelToken, &'a CancelToken),
+            taken: &'a mut u64,
+            emitted: &'a mut u64,
+        ) -> Self {
+            let start = items.len();
+            let stretch_from = outbox.buffered();
+            MapRun {
+                items,
+                start,
+                outbox,
+                stop: tokens.0,
+                send: tokens.1,
+                stretch_from,
+                outputs: 0,
+                taken,
+                emitted,
+            }
+        }
+
+        /// Maps the items through `f` into the output buffer, sending it each time it is
+        /// full, until the chunk is used up, the stage is cancelled or the output edge has
+        /// closed (the worker's item-by-item loop then counts what is left).
+        #[inline]
+        pub(crate) fn map_each(&mut self, mut f: impl FnMut(In) -> Out) {
+            while !self.outbox.is_closed() {
+                let n = self.outbox.room().min(self.items.len());
+                if n == 0 {
+                    return;
+                }
+                let mapped = self.outbox.map_from(self.items, n, &mut f, self.stop);
+                self.close_stretch();
+                if mapped < n {
+                    return;
+                }
+                if self.outbox.room() == 0 {
+                    self.outbox.flush_full(self.send);
+                    self.stretch_from = self.outbox.buffered();
+                }
+            }
+        }
+
+        /// Counts the outputs buffered since the stretch began.
+        fn close_stretch(&mut self) {
+            let now = self.outbox.buffered();
+            self.outputs += now.saturating_sub(self.stretch_from) as u64;
+            self.stretch_from = now;
+        }
+    }
+
+    impl<In, Out> std::fmt::Debug for MapRun<'_, In, Out> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("MapRun")
+                .field("left", &self.items.len())
+                .field("outputs", &self.outputs)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl<In, Out> Drop for MapRun<'_, In, Out> {
+        fn drop(&mut self) {
+            self.close_stretch();
+            *self.taken += (self.start - self.items.len()) as u64;
+            *self.emitted += self.outputs;
+        }
     }
 }

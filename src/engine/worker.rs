@@ -15,7 +15,7 @@ use super::trace;
 use crate::context::{CancelToken, Cancelled, Context};
 use crate::error::{BoxError, ErrorKind, Site, panic_message};
 use crate::policy::{Failure, Policy, Transient, unwrap_transient};
-use crate::processor::{Emitter, Processor};
+use crate::processor::{Emitter, MapRun, Processor};
 use crate::transport::pace::nanos;
 use crate::transport::{
     AfterSend, EdgeTx, Inbox, Loan, Outbox, Pacer, Payload, Recv, SharedInput, Took,
@@ -621,6 +621,21 @@ where
         self.forget_caught_panic();
         self.plain_from = Some(self.taken);
         self.plain_filtered = 0;
+        // A map's fast path through a chunk of this worker's own (see `MapRun`); whatever
+        // it leaves (after cancellation, or once the output edge has closed) goes through
+        // the loop below, which counts it.
+        if self.turns.is_none()
+            && let Some(items) = self.inbox.private_items()
+        {
+            let mut run = MapRun::new(
+                items,
+                &mut self.outbox,
+                (self.cx.stage_token(), self.out_token),
+                &mut self.taken,
+                &mut self.emitted,
+            );
+            processor.map_run(&mut run);
+        }
         loop {
             // Checked before each item, as `next_buffered` does; not after the call.
             if self.cx.is_cancelled() {

@@ -554,6 +554,15 @@ impl<T> Inbox<T> {
         std::mem::take(&mut self.stash.lock().lent)
     }
 
+    /// The rest of the current chunk, when it is this consumer's alone (a lone reader's);
+    /// `None` when it is in the stash, within reach of siblings.
+    pub(crate) fn private_items(&mut self) -> Option<&mut std::vec::IntoIter<T>> {
+        match &mut self.held {
+            Held::Private(items) => Some(items),
+            Held::Stashed => None,
+        }
+    }
+
     /// The next item of the current chunk.
     #[inline]
     pub(crate) fn next_buffered(&mut self) -> Option<T> {

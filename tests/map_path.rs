@@ -1,0 +1,189 @@
+//! A `map` stage whose worker reads its chunks alone (a `Fifo`) maps a chunk in one loop
+//! instead of one processor call per item. These tests hold that path to the promises of
+//! the item-by-item one: every item counted once and dropped once when the closure panics
+//! in the middle of a chunk, no item started after cancellation, outputs in order, and
+//! nothing lost when the output edge closes in the middle of a chunk.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use common::{Ledger, Tracked, tracked, watchdog, watchdog_quiet};
+use pipework::{CancelToken, ErrorKind, Fifo, Pipeline, Site, map, try_map};
+
+/// Items per run: many chunks of the default 256 items.
+const ITEMS: usize = 2_000;
+
+/// Where a fault strikes: the first item, early chunks (small while they grow), the middle
+/// of a later chunk, the last item.
+const AT: [usize; 6] = [0, 1, 5, 300, 1_234, ITEMS - 1];
+
+#[test]
+fn smoke() {
+    let _dog = watchdog("smoke", 20);
+    let p = Pipeline::new().stage("double", Fifo::new(map(|x: u64| x * 2)));
+    let (out, report) = p.collect(0..10_000u64).unwrap();
+    assert_eq!(out, (0..10_000).map(|x| x * 2).collect::<Vec<_>>());
+    assert!(report.totals().is_balanced(), "{report}");
+    assert_eq!(report.stages[0].emitted, 10_000, "{report}");
+}
+
+/// Three map stages over tracked items, the middle one panicking on item `bad`.
+fn panicking_at(bad: usize) -> Pipeline<'static, Tracked> {
+    Pipeline::new()
+        .stage("before", Fifo::new(map(|t: Tracked| t)))
+        .stage(
+            "panics",
+            Fifo::new(map(move |t: Tracked| {
+                assert!(t.id != bad, "injected panic at {bad}");
+                t
+            })),
+        )
+        .stage("after", Fifo::new(map(|t: Tracked| t)))
+}
+
+#[test]
+fn a_panic_in_the_middle_of_a_chunk_counts_and_drops_every_item_once() {
+    let _dog = watchdog_quiet("a panic in a map's chunk", 60);
+    for bad in AT {
+        let ledger = Ledger::new(ITEMS);
+        let mut sunk = Vec::new();
+        let err = panicking_at(bad)
+            .run(tracked(ITEMS, &ledger), |t: Tracked| {
+                sunk.push(t.id);
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                ErrorKind::Panic {
+                    site: Site::Stage { .. },
+                    ..
+                }
+            ),
+            "item {bad}: {err:#}"
+        );
+        assert!(
+            format!("{err:#}").contains(&format!("injected panic at {bad}")),
+            "{err:#}"
+        );
+        let report = err.report().expect("a failed run has a report");
+        assert!(report.totals().is_balanced(), "item {bad}: {report}");
+        let stage = &report.stages[1];
+        assert_eq!(stage.failed, 1, "item {bad}: {report}");
+        assert_eq!(stage.filtered, 0, "item {bad}: {report}");
+        // Every stage keeps order: the sink gets exactly the items before the panic, and
+        // the panicking stage emitted exactly those.
+        assert_eq!(sunk, (0..bad).collect::<Vec<_>>(), "item {bad}");
+        assert_eq!(stage.emitted, bad as u64, "item {bad}: {report}");
+        drop(sunk);
+        ledger.assert_each_dropped_once();
+    }
+}
+
+#[test]
+fn no_item_of_a_chunk_starts_after_the_run_is_cancelled() {
+    let _dog = watchdog("cancelled in a map's chunk", 60);
+    for at in AT {
+        let token = CancelToken::new();
+        let started_after = AtomicUsize::new(0);
+        let p = Pipeline::new().stage(
+            "cancels",
+            Fifo::new(map(|x: usize| {
+                if token.is_cancelled() {
+                    started_after.fetch_add(1, Ordering::SeqCst);
+                }
+                if x == at {
+                    token.cancel();
+                }
+                x
+            })),
+        );
+        let err = p
+            .job()
+            .cancel_token(&token)
+            .run(0..ITEMS, |_| Ok(()))
+            .unwrap_err();
+        assert!(matches!(err.kind(), ErrorKind::Cancelled), "{err:#}");
+        assert_eq!(
+            started_after.load(Ordering::SeqCst),
+            0,
+            "items mapped after the cancellation at item {at}"
+        );
+        let report = err.report().expect("a cancelled run has a report");
+        assert!(report.totals().is_balanced(), "item {at}: {report}");
+        // The item that cancelled was mapped; nothing after it.
+        assert_eq!(
+            report.stages[0].emitted,
+            at as u64 + 1,
+            "item {at}: {report}"
+        );
+    }
+}
+
+#[test]
+fn outputs_keep_their_order_whatever_the_chunk_bounds() {
+    let _dog = watchdog("map order", 60);
+    for (max_chunk, capacity) in [(1, 1), (3, 1), (7, 2), (256, 16), (1_000, 4)] {
+        let p = Pipeline::new()
+            .max_chunk(max_chunk)
+            .capacity(capacity)
+            .stage("a", Fifo::new(map(|x: u64| x + 1)))
+            .stage("b", Fifo::new(map(|x: u64| x * 3)));
+        for n in [0, 1, 2, 255, 256, 257, 5_000] {
+            let (out, report) = p.collect(0..n).unwrap();
+            assert_eq!(
+                out,
+                (0..n).map(|x| (x + 1) * 3).collect::<Vec<_>>(),
+                "max_chunk {max_chunk}, capacity {capacity}, {n} items"
+            );
+            assert!(report.totals().is_balanced(), "{report}");
+        }
+    }
+}
+
+#[test]
+fn a_map_whose_output_edge_closes_mid_chunk_loses_nothing() {
+    let _dog = watchdog_quiet("a map's output closes", 60);
+    for bad in AT {
+        let ledger = Ledger::new(ITEMS);
+        let mapped = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&mapped);
+        // Room for one chunk between the stages: the map blocks on it with most of a chunk
+        // left, and the failure downstream closes it under the map's feet.
+        let p = Pipeline::new()
+            .capacity(1)
+            .stage(
+                "map",
+                Fifo::new(map(move |t: Tracked| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    t
+                })),
+            )
+            .stage(
+                "check",
+                Fifo::new(try_map(move |t: Tracked| {
+                    if t.id == bad {
+                        Err(format!("injected error at {bad}"))
+                    } else {
+                        Ok(t)
+                    }
+                })),
+            );
+        let err = p.run(tracked(ITEMS, &ledger), |_| Ok(())).unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::Stage { .. }),
+            "item {bad}: {err:#}"
+        );
+        let report = err.report().expect("a failed run has a report");
+        assert!(report.totals().is_balanced(), "item {bad}: {report}");
+        assert_eq!(
+            report.stages[0].emitted,
+            mapped.load(Ordering::SeqCst) as u64,
+            "item {bad}: {report}"
+        );
+        ledger.assert_each_dropped_once();
+    }
+}
