@@ -2,6 +2,7 @@
 //! processors of closures ([`map`], [`try_map`], [`filter_map`], [`flat_map`],
 //! [`with_context`], [`from_fn`]).
 
+use std::convert::Infallible;
 use std::fmt;
 
 use crate::context::{CancelToken, Context};
@@ -94,10 +95,10 @@ pub trait Processor<In, Out>: Send {
         out: &mut Emitter<'_, Out>,
     ) -> Result<(), BoxError>;
 
-    /// The crate's fast path through a chunk, for processors that map every item to
-    /// exactly one output and cannot fail ([`map`]): maps as much of `run` as it allows and
-    /// returns true, or returns false, taking nothing, to have the items come one at a time
-    /// through [`process`](Self::process) (the default).
+    /// The crate's fast path through a chunk, for processors that give each item at most
+    /// one output or an error ([`map`], [`try_map`], [`filter_map`]): processes as much of
+    /// `run` as it allows and returns true, or returns false, taking nothing, to have the
+    /// items come one at a time through [`process`](Self::process) (the default).
     ///
     /// `MapRun` cannot be named outside this crate, so this method cannot be implemented
     /// there: a processor of yours is always called item by item.
@@ -267,7 +268,8 @@ where
 
     #[inline]
     fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
-        run.map_each(&mut self.0);
+        let f = &mut self.0;
+        run.try_each(|item| Ok::<_, Infallible>(Some(f(item))));
         true
     }
 }
@@ -316,6 +318,13 @@ where
         out.emit((self.0)(item).map_err(Into::into)?);
         Ok(())
     }
+
+    #[inline]
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
+        let f = &mut self.0;
+        run.try_each(|item| f(item).map(Some));
+        true
+    }
 }
 
 /// A processor that emits zero or one output per item: `None` drops the item (a filter).
@@ -359,6 +368,13 @@ where
             out.emit(v);
         }
         Ok(())
+    }
+
+    #[inline]
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
+        let f = &mut self.0;
+        run.try_each(|item| Ok::<_, Infallible>(f(item)));
+        true
     }
 }
 
@@ -515,15 +531,17 @@ where
 /// processors take the path.
 mod sealed {
     use crate::context::CancelToken;
+    use crate::error::BoxError;
     use crate::transport::Outbox;
 
-    /// The rest of a worker's current chunk, for a processor that maps each item to one
-    /// output and cannot fail (see `Processor::map_run`).
+    /// The rest of a worker's current chunk, for a processor that gives each item at most
+    /// one output or an error (see `Processor::map_run`).
     ///
     /// The worker's counts are brought up to date when the run is dropped, from where the
-    /// chunk and the output buffer stand, so they are exact even when a mapping panics: the
-    /// items taken are the chunk's that are gone from it (the panicking one included), the
-    /// outputs those that reached the buffer.
+    /// chunk and the output buffer stand, so they are exact even when the closure panics:
+    /// the items taken are those gone from the chunk (the panicking one included), the
+    /// outputs those that reached the buffer, and the items filtered the rest, less the
+    /// one in flight (the one that panicked or failed), which the worker counts as failed.
     pub struct MapRun<'a, In, Out> {
         /// What is left of the worker's chunk.
         items: &'a mut std::vec::IntoIter<In>,
@@ -535,25 +553,36 @@ mod sealed {
         stop: &'a CancelToken,
         /// What sends wait on.
         send: &'a CancelToken,
-        /// The outbox's buffered count when the current stretch of mapping began.
+        /// The outbox's buffered count when the current stretch began.
         stretch_from: usize,
         /// Outputs of the stretches before the current one.
         outputs: u64,
+        /// 1 while the closure may be running (so that a panic leaves it 1) and after an
+        /// item failed: the last item taken has no outcome yet.
+        in_flight: u64,
+        /// The error the last item taken failed with, for the worker.
+        error: Option<BoxError>,
         /// The worker's count of items taken, brought up to date on drop.
         taken: &'a mut u64,
         /// The worker's count of outputs, brought up to date on drop.
         emitted: &'a mut u64,
+        /// The worker's count of the current chunk's items that gave no output, brought up
+        /// to date on drop.
+        filtered: &'a mut u64,
     }
 
+    /// The worker's counts a [`MapRun`] keeps up to date: items taken, outputs, items
+    /// filtered.
+    pub(crate) type Counts<'a> = (&'a mut u64, &'a mut u64, &'a mut u64);
+
     impl<'a, In, Out> MapRun<'a, In, Out> {
-        /// A run over `items`, mapping into `outbox`; `tokens`: the one that stops the
-        /// stage, the one sends wait on.
+        /// A run over `items`, into `outbox`; `tokens`: the one that stops the stage, the
+        /// one sends wait on.
         pub(crate) fn new(
             items: &'a mut std::vec::IntoIter<In>,
             outbox: &'a mut Outbox<Out>,
             tokens: (&'a CancelToken, &'a CancelToken),
-            taken: &'a mut u64,
-            emitted: &'a mut u64,
+            (taken, emitted, filtered): Counts<'a>,
         ) -> Self {
             let start = items.len();
             let stretch_from = outbox.buffered();
@@ -565,31 +594,50 @@ mod sealed {
                 send: tokens.1,
                 stretch_from,
                 outputs: 0,
+                in_flight: 0,
+                error: None,
                 taken,
                 emitted,
+                filtered,
             }
         }
 
-        /// Maps the items through `f` into the output buffer, sending it each time it is
-        /// full, until the chunk is used up, the stage is cancelled or the output edge has
-        /// closed (the worker's item-by-item loop then counts what is left).
+        /// Runs the items through `f` into the output buffer (`None`: no output), sending
+        /// it each time it is full, until the chunk is used up, an item fails (the error is
+        /// kept for [`take_error`](Self::take_error)), the stage is cancelled or the output
+        /// edge has closed (the worker's item-by-item loop then counts what is left).
         #[inline]
-        pub(crate) fn map_each(&mut self, mut f: impl FnMut(In) -> Out) {
+        pub(crate) fn try_each<E>(&mut self, mut f: impl FnMut(In) -> Result<Option<Out>, E>)
+        where
+            E: Into<BoxError>,
+        {
+            self.in_flight = 1;
             while !self.outbox.is_closed() {
                 let n = self.outbox.room().min(self.items.len());
                 if n == 0 {
-                    return;
+                    break;
                 }
-                let mapped = self.outbox.map_from(self.items, n, &mut f, self.stop);
+                let done = self.outbox.map_from(self.items, n, &mut f, self.stop);
                 self.close_stretch();
-                if mapped < n {
-                    return;
+                match done {
+                    Ok(done) if done == n => {}
+                    Ok(_) => break,
+                    Err(error) => {
+                        self.error = Some(error.into());
+                        return;
+                    }
                 }
                 if self.outbox.room() == 0 {
                     self.outbox.flush_full(self.send);
                     self.stretch_from = self.outbox.buffered();
                 }
             }
+            self.in_flight = 0;
+        }
+
+        /// The error the last item taken failed with, if it failed.
+        pub(crate) fn take_error(&mut self) -> Option<BoxError> {
+            self.error.take()
         }
 
         /// Counts the outputs buffered since the stretch began.
@@ -612,8 +660,10 @@ mod sealed {
     impl<In, Out> Drop for MapRun<'_, In, Out> {
         fn drop(&mut self) {
             self.close_stretch();
-            *self.taken += (self.start - self.items.len()) as u64;
+            let taken = (self.start - self.items.len()) as u64;
+            *self.taken += taken;
             *self.emitted += self.outputs;
+            *self.filtered += taken.saturating_sub(self.outputs + self.in_flight);
         }
     }
 }

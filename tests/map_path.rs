@@ -1,8 +1,9 @@
-//! A `map` stage whose worker reads its chunks alone (a `Fifo`) maps a chunk in one loop
-//! instead of one processor call per item. These tests hold that path to the promises of
-//! the item-by-item one: every item counted once and dropped once when the closure panics
-//! in the middle of a chunk, no item started after cancellation, outputs in order, and
-//! nothing lost when the output edge closes in the middle of a chunk.
+//! A `map`, `try_map` or `filter_map` stage whose worker reads its chunks alone (a `Fifo`)
+//! runs a chunk through its closure in one loop instead of one processor call per item.
+//! These tests hold that path to the promises of the item-by-item one: every item counted
+//! once, with the right outcome, and dropped once when the closure panics or fails in the
+//! middle of a chunk; no item started after cancellation; outputs in order; nothing lost
+//! when the output edge closes in the middle of a chunk.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{Ledger, Tracked, tracked, watchdog, watchdog_quiet};
-use pipework::{CancelToken, ErrorKind, Fifo, Pipeline, Site, map, try_map};
+use pipework::{CancelToken, ErrorKind, Fifo, Pipeline, Site, filter_map, map, try_map};
 
 /// Items per run: many chunks of the default 256 items.
 const ITEMS: usize = 2_000;
@@ -186,4 +187,106 @@ fn a_map_whose_output_edge_closes_mid_chunk_loses_nothing() {
         );
         ledger.assert_each_dropped_once();
     }
+}
+
+#[test]
+fn an_error_in_the_middle_of_a_chunk_gives_the_exact_prefix_and_counts() {
+    let _dog = watchdog("an error in a try_map's chunk", 60);
+    for bad in AT {
+        let ledger = Ledger::new(ITEMS);
+        let mut sunk = Vec::new();
+        let p = Pipeline::new().stage(
+            "parse",
+            Fifo::new(try_map(move |t: Tracked| {
+                if t.id == bad {
+                    Err(format!("injected error at {bad}"))
+                } else {
+                    Ok(t)
+                }
+            })),
+        );
+        let err = p
+            .run(tracked(ITEMS, &ledger), |t: Tracked| {
+                sunk.push(t.id);
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::Stage { .. }),
+            "item {bad}: {err:#}"
+        );
+        assert!(
+            format!("{err:#}").contains(&format!("injected error at {bad}")),
+            "{err:#}"
+        );
+        let report = err.report().expect("a failed run has a report");
+        assert!(report.totals().is_balanced(), "item {bad}: {report}");
+        let stage = &report.stages[0];
+        assert_eq!(
+            (stage.failed, stage.filtered),
+            (1, 0),
+            "item {bad}: {report}"
+        );
+        assert_eq!(stage.emitted, bad as u64, "item {bad}: {report}");
+        assert_eq!(sunk, (0..bad).collect::<Vec<_>>(), "item {bad}");
+        drop(sunk);
+        ledger.assert_each_dropped_once();
+    }
+}
+
+#[test]
+fn a_filter_that_panics_mid_chunk_counts_what_it_filtered_before() {
+    let _dog = watchdog_quiet("a panic in a filter_map's chunk", 60);
+    for bad in AT {
+        let ledger = Ledger::new(ITEMS);
+        let mut sunk = Vec::new();
+        // Keeps the even ids, panics on `bad`.
+        let p = Pipeline::new().stage(
+            "evens",
+            Fifo::new(filter_map(move |t: Tracked| {
+                assert!(t.id != bad, "injected panic at {bad}");
+                (t.id % 2 == 0).then_some(t)
+            })),
+        );
+        let err = p
+            .run(tracked(ITEMS, &ledger), |t: Tracked| {
+                sunk.push(t.id);
+                Ok(())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err.kind(), ErrorKind::Panic { .. }),
+            "item {bad}: {err:#}"
+        );
+        let report = err.report().expect("a failed run has a report");
+        assert!(report.totals().is_balanced(), "item {bad}: {report}");
+        let stage = &report.stages[0];
+        let evens = (0..bad).filter(|id| id % 2 == 0).count() as u64;
+        assert_eq!(stage.failed, 1, "item {bad}: {report}");
+        assert_eq!(stage.emitted, evens, "item {bad}: {report}");
+        assert_eq!(stage.filtered, bad as u64 - evens, "item {bad}: {report}");
+        assert_eq!(
+            sunk,
+            (0..bad).filter(|id| id % 2 == 0).collect::<Vec<_>>(),
+            "item {bad}"
+        );
+        drop(sunk);
+        ledger.assert_each_dropped_once();
+    }
+}
+
+#[test]
+fn a_filter_that_runs_to_the_end_counts_every_outcome() {
+    let _dog = watchdog("filter_map counts", 60);
+    let p = Pipeline::new()
+        .stage(
+            "thirds",
+            Fifo::new(filter_map(|x: u64| (x % 3 == 0).then_some(x))),
+        )
+        .stage("all", Fifo::new(map(|x: u64| x)));
+    let (out, report) = p.collect(0..10_000u64).unwrap();
+    assert_eq!(out, (0..10_000).filter(|x| x % 3 == 0).collect::<Vec<_>>());
+    assert!(report.totals().is_balanced(), "{report}");
+    assert_eq!(report.stages[0].emitted, 3_334, "{report}");
+    assert_eq!(report.stages[0].filtered, 6_666, "{report}");
 }

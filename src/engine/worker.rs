@@ -631,10 +631,16 @@ where
                 items,
                 &mut self.outbox,
                 (self.cx.stage_token(), self.out_token),
-                &mut self.taken,
-                &mut self.emitted,
+                (&mut self.taken, &mut self.emitted, &mut self.plain_filtered),
             );
             processor.map_run(&mut run);
+            let failed = run.take_error();
+            // Dropped here: the counts are up to date, the failed item taken and in flight.
+            drop(run);
+            if let Some(error) = failed {
+                self.close_plain(1);
+                return self.unit_failed(error, None, &plain_unit::<In>(), 1);
+            }
         }
         loop {
             // Checked before each item, as `next_buffered` does; not after the call.
