@@ -513,9 +513,14 @@ where
         trace::chunk(items, busy);
         let outputs = self.emitted - self.emitted_at_chunk;
         self.outbox.measure(busy, outputs);
+        // When the next chunk is taken: now, unless a turn's end or a wait comes first
+        // (one clock read a chunk fewer than reading it again).
+        let mut taken_at = finished;
         if self.turn_open {
             self.turn_open = false;
             self.end_turn();
+            // The end of a turn is a send, which may block.
+            taken_at = Instant::now();
         }
         let mut got = self.inbox.try_take();
         let mut waited = None;
@@ -528,6 +533,7 @@ where
             let woke = Instant::now();
             self.local[Counter::WaitNs] += nanos(woke.saturating_duration_since(waiting));
             waited = Some((waiting, woke));
+            taken_at = woke;
         }
         if let Some(recorder) = self.timeline.as_deref_mut() {
             recorder.cycle(&Cycle {
@@ -552,8 +558,7 @@ where
                 self.chunks += 1;
                 self.turn_open = self.turns.is_some();
                 self.emitted_at_chunk = self.emitted;
-                self.pacer
-                    .begin(Instant::now(), n, self.outbox.blocked_ns());
+                self.pacer.begin(taken_at, n, self.outbox.blocked_ns());
                 self.sync_stats();
                 Recv::Got(())
             }

@@ -191,6 +191,19 @@ impl<T> EdgeTx<T> {
         send_or_cancel(self, chunk, token)
     }
 
+    /// Sends `chunk` if there is room now, whether or not the run was cancelled (as
+    /// [`send`](Self::send)'s first try does).
+    ///
+    /// # Errors
+    ///
+    /// Gives the chunk back when the edge is full or every receiver is gone.
+    pub(crate) fn try_send(&self, chunk: Vec<T>) -> Result<(), TrySent<T>> {
+        self.offer(chunk).map_err(|e| match e {
+            TrySendError::Full(chunk) => TrySent::Full(chunk),
+            TrySendError::Disconnected(chunk) => TrySent::Disconnected(chunk),
+        })
+    }
+
     /// One try, under the gate; rings the items bell when it sent.
     fn offer(&self, chunk: Vec<T>) -> Result<(), TrySendError<Vec<T>>> {
         let sent = {
@@ -473,6 +486,15 @@ impl GaveUp {
             GaveUp::TimedOut => Recv::TimedOut,
         }
     }
+}
+
+/// Why [`EdgeTx::try_send`] gave a chunk back.
+#[derive(Debug)]
+pub(crate) enum TrySent<T> {
+    /// The edge is full.
+    Full(Vec<T>),
+    /// Every receiver is gone.
+    Disconnected(Vec<T>),
 }
 
 /// What a blocking receive found.
