@@ -290,3 +290,131 @@ fn a_filter_that_runs_to_the_end_counts_every_outcome() {
     assert_eq!(report.stages[0].emitted, 3_334, "{report}");
     assert_eq!(report.stages[0].filtered, 6_666, "{report}");
 }
+
+/// What a stage of a generated pipeline does.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// `map`, passing the item on.
+    Map,
+    /// `try_map`, passing the item on.
+    TryMap,
+    /// `filter_map`, dropping the ids divisible by the number.
+    Filter(usize),
+}
+
+/// How a generated pipeline fails: at a stage, on an item, by a panic or (in a `try_map`)
+/// an error.
+#[derive(Debug, Clone, Copy)]
+struct Fault {
+    stage: usize,
+    item: usize,
+    panics: bool,
+}
+
+/// A small deterministic generator (xorshift), so that every run tries the same cases.
+struct Gen(u64);
+
+impl Gen {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        usize::try_from(self.0 % n as u64).expect("below n, a usize")
+    }
+}
+
+/// The sink's ids and whether the run fails, as a sequential loop over the stages sees
+/// them: an item filtered before the faulty stage never meets the fault.
+fn expected(steps: &[Step], fault: Option<Fault>, n: usize) -> (Vec<usize>, bool) {
+    let mut out = Vec::new();
+    for id in 0..n {
+        let mut kept = true;
+        for (s, step) in steps.iter().enumerate() {
+            if fault.is_some_and(|f| f.stage == s && f.item == id) {
+                return (out, true);
+            }
+            if let Step::Filter(k) = step
+                && id % k == 0
+            {
+                kept = false;
+                break;
+            }
+        }
+        if kept {
+            out.push(id);
+        }
+    }
+    (out, false)
+}
+
+#[test]
+fn generated_chains_of_map_stages_match_a_sequential_loop() {
+    let _dog = watchdog_quiet("generated map chains", 120);
+    let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+    for case in 0..400 {
+        let n = [0, 1, 2, 255, 256, 257, 1_000, 3_000][g.below(8)];
+        let steps: Vec<Step> = (0..=g.below(4))
+            .map(|_| match g.below(3) {
+                0 => Step::Map,
+                1 => Step::TryMap,
+                _ => Step::Filter(2 + g.below(5)),
+            })
+            .collect();
+        let fault = (n > 0 && g.below(4) != 0).then(|| {
+            let stage = g.below(steps.len());
+            Fault {
+                stage,
+                item: g.below(n),
+                panics: !matches!(steps[stage], Step::TryMap) || g.below(2) == 0,
+            }
+        });
+        let mut p = Pipeline::new()
+            .max_chunk([1, 2, 7, 64, 256][g.below(5)])
+            .capacity([1, 2, 16][g.below(3)]);
+        for (s, &step) in steps.iter().enumerate() {
+            let hit = move |id: usize| fault.filter(|f| f.stage == s && f.item == id);
+            p = match step {
+                Step::Map => p.stage(
+                    "map",
+                    Fifo::new(map(move |t: Tracked| {
+                        assert!(hit(t.id).is_none(), "injected panic at {}", t.id);
+                        t
+                    })),
+                ),
+                Step::TryMap => p.stage(
+                    "try_map",
+                    Fifo::new(try_map(move |t: Tracked| match hit(t.id) {
+                        Some(f) if f.panics => panic!("injected panic at {}", t.id),
+                        Some(_) => Err(format!("injected error at {}", t.id)),
+                        None => Ok(t),
+                    })),
+                ),
+                Step::Filter(k) => p.stage(
+                    "filter_map",
+                    Fifo::new(filter_map(move |t: Tracked| {
+                        assert!(hit(t.id).is_none(), "injected panic at {}", t.id);
+                        (t.id % k != 0).then_some(t)
+                    })),
+                ),
+            };
+        }
+        let what = format!("case {case}: {n} items, {steps:?}, {fault:?}");
+        let (want, fails) = expected(&steps, fault, n);
+        let ledger = Ledger::new(n);
+        let mut sunk = Vec::new();
+        let result = p.run(tracked(n, &ledger), |t: Tracked| {
+            sunk.push(t.id);
+            Ok(())
+        });
+        let report = match &result {
+            Ok(report) => report,
+            Err(err) => err.report().expect("a failed run has a report"),
+        };
+        assert_eq!(result.is_err(), fails, "{what}: {report}");
+        assert_eq!(sunk, want, "{what}");
+        assert!(report.totals().is_balanced(), "{what}: {report}");
+        drop(sunk);
+        drop(result);
+        ledger.assert_each_dropped_once();
+    }
+}
