@@ -33,9 +33,10 @@ pub(crate) use sealed::MapRun;
 /// `Ok(…)` and its errors come from `?`), name it: `Ok::<_, BoxError>(y)`, or write the
 /// closure as `|x| -> Result<_, BoxError> { … }`.
 ///
-/// In a [`Fifo`](crate::Fifo) stage, [`map`], [`try_map`] and [`filter_map`] run each chunk
-/// of items through the closure in one loop; the others, and processors of your own, are
-/// called once per item. Outcomes, order, cancellation (no item starts after it) and the
+/// In a [`Fifo`](crate::Fifo) stage (not a branch of a [`Broadcast`](crate::Broadcast),
+/// whose readers may share their chunks), [`map`], [`try_map`] and [`filter_map`] run each
+/// chunk of items through the closure in one loop; the others, and processors of your own,
+/// are called once per item. Outcomes, order, cancellation (no item starts after it) and the
 /// report are the same either way; only the cost per item differs, which matters for work
 /// of a few nanoseconds an item.
 ///
@@ -103,16 +104,15 @@ pub trait Processor<In, Out>: Send {
 
     /// The crate's fast path through a chunk, for processors that give each item at most
     /// one output or an error ([`map`], [`try_map`], [`filter_map`]): processes as much of
-    /// `run` as it allows and returns true, or returns false, taking nothing, to have the
-    /// items come one at a time through [`process`](Self::process) (the default).
+    /// `run` as it allows. Whatever it leaves (all of it, by default) comes one item at a
+    /// time through [`process`](Self::process).
     ///
     /// `MapRun` cannot be named outside this crate, so this method cannot be implemented
     /// there: a processor of yours is always called item by item.
     #[doc(hidden)]
     #[inline]
-    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) {
         let _ = run;
-        false
     }
 }
 
@@ -131,8 +131,8 @@ where
     }
 
     #[inline]
-    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
-        (**self).map_run(run)
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) {
+        (**self).map_run(run);
     }
 }
 
@@ -151,8 +151,8 @@ where
     }
 
     #[inline]
-    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
-        (**self).map_run(run)
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) {
+        (**self).map_run(run);
     }
 }
 
@@ -273,10 +273,9 @@ where
     }
 
     #[inline]
-    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) {
         let f = &mut self.0;
         run.try_each(|item| Ok::<_, Infallible>(Some(f(item))));
-        true
     }
 }
 
@@ -326,10 +325,9 @@ where
     }
 
     #[inline]
-    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) {
         let f = &mut self.0;
         run.try_each(|item| f(item).map(Some));
-        true
     }
 }
 
@@ -377,10 +375,9 @@ where
     }
 
     #[inline]
-    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) -> bool {
+    fn map_run(&mut self, run: &mut MapRun<'_, In, Out>) {
         let f = &mut self.0;
         run.try_each(|item| Ok::<_, Infallible>(f(item)));
-        true
     }
 }
 
@@ -563,8 +560,8 @@ mod sealed {
         stretch_from: usize,
         /// Outputs of the stretches before the current one.
         outputs: u64,
-        /// 1 while the closure may be running (so that a panic leaves it 1) and after an
-        /// item failed: the last item taken has no outcome yet.
+        /// 1 while the closure may be running (so that a panic in it leaves it 1) and
+        /// after an item failed: the last item taken has no outcome yet.
         in_flight: u64,
         /// The error the last item taken failed with, for the worker.
         error: Option<BoxError>,
@@ -617,28 +614,37 @@ mod sealed {
         where
             E: Into<BoxError>,
         {
-            self.in_flight = 1;
-            while !self.outbox.is_closed() {
+            loop {
+                // Full already when a chunk begins if the target shrank since the outputs
+                // of the last one were buffered.
+                if self.outbox.room() == 0 && !self.items.as_slice().is_empty() {
+                    self.outbox.flush_full(self.send);
+                    self.stretch_from = self.outbox.buffered();
+                }
+                if self.outbox.is_closed() {
+                    return;
+                }
                 let n = self.outbox.room().min(self.items.len());
                 if n == 0 {
-                    break;
+                    return;
                 }
+                self.in_flight = 1;
                 let done = self.outbox.map_from(self.items, n, &mut f, self.stop);
                 self.close_stretch();
                 match done {
-                    Ok(done) if done == n => {}
-                    Ok(_) => break,
+                    Ok(done) => {
+                        self.in_flight = 0;
+                        if done < n {
+                            return;
+                        }
+                    }
                     Err(error) => {
+                        // The failed item stays in flight, for the worker to count.
                         self.error = Some(error.into());
                         return;
                     }
                 }
-                if self.outbox.room() == 0 {
-                    self.outbox.flush_full(self.send);
-                    self.stretch_from = self.outbox.buffered();
-                }
             }
-            self.in_flight = 0;
         }
 
         /// The error the last item taken failed with, if it failed.
@@ -670,6 +676,210 @@ mod sealed {
             *self.taken += taken;
             *self.emitted += self.outputs;
             *self.filtered += taken.saturating_sub(self.outputs + self.in_flight);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::transport::{Recv, edge};
+        use std::panic::{AssertUnwindSafe, catch_unwind};
+
+        /// What a run left: items taken, outputs, items filtered, items left in the chunk.
+        #[derive(Debug, PartialEq, Eq)]
+        struct Left {
+            taken: u64,
+            emitted: u64,
+            filtered: u64,
+            in_chunk: usize,
+        }
+
+        /// An outbox sending chunks of `target` items on an edge of `capacity` chunks.
+        fn outbox(capacity: usize, target: usize) -> (Outbox<u32>, crate::transport::EdgeRx<u32>) {
+            let (tx, rx) = edge::<u32>(capacity, 64);
+            rx.shape().advise(target);
+            let mut out = Outbox::new(tx);
+            out.set_own_limit(target);
+            (out, rx)
+        }
+
+        /// Runs `f` over `0..n` through a `MapRun` into `out`; `stop` stops the run, `send`
+        /// cancels its sends.
+        fn run(
+            n: u32,
+            out: &mut Outbox<u32>,
+            (stop, send): (&CancelToken, &CancelToken),
+            f: impl FnMut(u32) -> Result<Option<u32>, String>,
+        ) -> (Left, Option<BoxError>) {
+            let mut items = (0..n).collect::<Vec<_>>().into_iter();
+            let (mut taken, mut emitted, mut filtered) = (0, 0, 0);
+            let error = {
+                let mut run = MapRun::new(
+                    &mut items,
+                    out,
+                    (stop, send),
+                    (&mut taken, &mut emitted, &mut filtered),
+                );
+                run.try_each(f);
+                run.take_error()
+            };
+            let left = Left {
+                taken,
+                emitted,
+                filtered,
+                in_chunk: items.len(),
+            };
+            (left, error)
+        }
+
+        fn received(rx: &crate::transport::EdgeRx<u32>) -> Vec<Vec<u32>> {
+            let mut chunks = Vec::new();
+            while let Recv::Got(chunk) = rx.try_recv() {
+                chunks.push(chunk);
+            }
+            chunks
+        }
+
+        #[test]
+        fn maps_a_chunk_in_chunks_of_the_target() {
+            let token = CancelToken::new();
+            let (mut out, rx) = outbox(8, 4);
+            let (left, error) = run(10, &mut out, (&token, &token), |x| Ok(Some(x * 2)));
+            assert!(error.is_none());
+            let expected = Left {
+                taken: 10,
+                emitted: 10,
+                filtered: 0,
+                in_chunk: 0,
+            };
+            assert_eq!(left, expected);
+            // The last two stay buffered, for the worker to send.
+            assert_eq!(received(&rx), [vec![0, 2, 4, 6], vec![8, 10, 12, 14]]);
+            assert_eq!(out.buffered(), 2);
+        }
+
+        #[test]
+        fn counts_filtered_items() {
+            let token = CancelToken::new();
+            let (mut out, rx) = outbox(8, 3);
+            let keep = |x: u32| Ok((x % 3 != 0).then_some(x));
+            let (left, _) = run(10, &mut out, (&token, &token), keep);
+            let expected = Left {
+                taken: 10,
+                emitted: 6,
+                filtered: 4,
+                in_chunk: 0,
+            };
+            assert_eq!(left, expected);
+            assert_eq!(received(&rx), [vec![1, 2, 4], vec![5, 7, 8]]);
+        }
+
+        #[test]
+        fn an_error_stops_the_run_with_the_failed_item_in_flight() {
+            let token = CancelToken::new();
+            let (mut out, _rx) = outbox(8, 4);
+            let f = |x: u32| match x {
+                6 => Err(format!("bad {x}")),
+                _ => Ok((x != 1).then_some(x)),
+            };
+            let (left, error) = run(10, &mut out, (&token, &token), f);
+            assert_eq!(error.map(|e| e.to_string()).as_deref(), Some("bad 6"));
+            // 0..=6 taken; 1 filtered; 6 failed (neither output nor filtered); 7..10 left.
+            let expected = Left {
+                taken: 7,
+                emitted: 5,
+                filtered: 1,
+                in_chunk: 3,
+            };
+            assert_eq!(left, expected);
+        }
+
+        #[test]
+        fn a_panic_leaves_the_counts_exact() {
+            let token = CancelToken::new();
+            let (mut out, _rx) = outbox(8, 4);
+            let mut items = (0..10).collect::<Vec<u32>>().into_iter();
+            let (mut taken, mut emitted, mut filtered) = (0, 0, 0);
+            let caught = catch_unwind(AssertUnwindSafe(|| {
+                let mut run = MapRun::new(
+                    &mut items,
+                    &mut out,
+                    (&token, &token),
+                    (&mut taken, &mut emitted, &mut filtered),
+                );
+                run.try_each(|x: u32| match x {
+                    5 => panic!("item 5"),
+                    2 => Ok::<_, String>(None),
+                    _ => Ok(Some(x)),
+                });
+            }));
+            assert!(caught.is_err());
+            // 0..=5 taken: 4 outputs, 2 filtered, 5 in flight (the worker counts it failed).
+            assert_eq!((taken, emitted, filtered, items.len()), (6, 4, 1, 4));
+        }
+
+        #[test]
+        fn no_item_starts_once_the_stage_is_cancelled() {
+            let (stop, send) = (CancelToken::new(), CancelToken::new());
+            let (mut out, _rx) = outbox(8, 4);
+            let mut calls = 0;
+            let f = |x: u32| {
+                calls += 1;
+                if x == 2 {
+                    stop.cancel();
+                }
+                Ok(Some(x))
+            };
+            let (left, _) = run(10, &mut out, (&stop, &send), f);
+            assert_eq!(calls, 3);
+            let expected = Left {
+                taken: 3,
+                emitted: 3,
+                filtered: 0,
+                in_chunk: 7,
+            };
+            assert_eq!(left, expected);
+        }
+
+        #[test]
+        fn stops_when_the_output_edge_closes() {
+            let token = CancelToken::new();
+            // One chunk of room: the second send waits, and is cancelled.
+            let (mut out, _rx) = outbox(1, 2);
+            let send = CancelToken::new();
+            send.cancel();
+            let (left, _) = run(10, &mut out, (&token, &send), |x| Ok(Some(x)));
+            assert!(out.is_closed());
+            // The first chunk was sent; the second was dropped and counted as cancelled.
+            assert_eq!(out.take_cancelled(), 2);
+            let expected = Left {
+                taken: 4,
+                emitted: 4,
+                filtered: 0,
+                in_chunk: 6,
+            };
+            assert_eq!(left, expected);
+        }
+
+        #[test]
+        fn sends_first_when_the_target_shrank_below_the_buffer() {
+            let token = CancelToken::new();
+            let (mut out, rx) = outbox(8, 4);
+            for x in [100, 101, 102] {
+                out.push(x, &token);
+            }
+            out.set_own_limit(2);
+            assert_eq!(out.room(), 0);
+            let (left, _) = run(3, &mut out, (&token, &token), |x| Ok(Some(x)));
+            let expected = Left {
+                taken: 3,
+                emitted: 3,
+                filtered: 0,
+                in_chunk: 0,
+            };
+            assert_eq!(left, expected);
+            assert_eq!(received(&rx), [vec![100, 101, 102], vec![0, 1]]);
+            assert_eq!(out.buffered(), 1);
         }
     }
 }

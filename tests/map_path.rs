@@ -333,9 +333,7 @@ fn expected(steps: &[Step], fault: Option<Fault>, n: usize) -> (Vec<usize>, bool
             if fault.is_some_and(|f| f.stage == s && f.item == id) {
                 return (out, true);
             }
-            if let Step::Filter(k) = step
-                && id % k == 0
-            {
+            if matches!(step, Step::Filter(k) if id % k == 0) {
                 kept = false;
                 break;
             }

@@ -629,9 +629,13 @@ where
         // A map's fast path through a chunk of this worker's own (see `MapRun`); whatever
         // it leaves (after cancellation, or once the output edge has closed) goes through
         // the loop below, which counts it.
-        if self.turns.is_none()
-            && let Some(items) = self.inbox.private_items()
-        {
+        // (Turns forward outputs after each send, and lend: an ordered pool's own loop.)
+        let items = if self.turns.is_none() {
+            self.inbox.private_items()
+        } else {
+            None
+        };
+        if let Some(items) = items {
             let mut run = MapRun::new(
                 items,
                 &mut self.outbox,

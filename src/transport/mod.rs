@@ -191,25 +191,36 @@ impl<T> EdgeTx<T> {
         send_or_cancel(self, chunk, token)
     }
 
-    /// Sends `chunk` if there is room now, whether or not the run was cancelled (as
-    /// [`send`](Self::send)'s first try does).
+    /// Sends `chunk` if there is room now and no other sender holds the gate, whether or
+    /// not the run was cancelled (as [`send`](Self::send)'s first try does). Never waits.
     ///
     /// # Errors
     ///
-    /// Gives the chunk back when the edge is full or every receiver is gone.
+    /// Gives the chunk back as [`TrySent::Full`] when the edge is full or another sender
+    /// holds the gate, as [`TrySent::Disconnected`] when every receiver is gone.
     pub(crate) fn try_send(&self, chunk: Vec<T>) -> Result<(), TrySent<T>> {
-        self.offer(chunk).map_err(|e| match e {
+        let Some(gate) = self.gate.try_lock() else {
+            return Err(TrySent::Full(chunk));
+        };
+        let sent = self.tx.try_send(chunk);
+        drop(gate);
+        self.rang(sent).map_err(|e| match e {
             TrySendError::Full(chunk) => TrySent::Full(chunk),
             TrySendError::Disconnected(chunk) => TrySent::Disconnected(chunk),
         })
     }
 
-    /// One try, under the gate; rings the items bell when it sent.
+    /// One try, under the gate (waiting for it); rings the items bell when it sent.
     fn offer(&self, chunk: Vec<T>) -> Result<(), TrySendError<Vec<T>>> {
         let sent = {
             let _gate = self.gate.lock();
             self.tx.try_send(chunk)
         };
+        self.rang(sent)
+    }
+
+    /// Rings the items bell if `sent` succeeded.
+    fn rang<R>(&self, sent: Result<(), R>) -> Result<(), R> {
         if sent.is_ok() {
             self.ends.ends.items.ring_one();
         }
@@ -491,7 +502,7 @@ impl GaveUp {
 /// Why [`EdgeTx::try_send`] gave a chunk back.
 #[derive(Debug)]
 pub(crate) enum TrySent<T> {
-    /// The edge is full.
+    /// The edge is full, or another sender held its gate.
     Full(Vec<T>),
     /// Every receiver is gone.
     Disconnected(Vec<T>),

@@ -216,9 +216,9 @@ impl<T> Outbox<T> {
     }
 
     fn send(&mut self, chunk: Vec<T>, token: &CancelToken) -> bool {
-        // One try first, untimed: a chunk that fits costs no clock reads (W1 sends
-        // thousands a run), and its time counts as the producer's work, as it would have
-        // anyway to within a clock read.
+        // One try first, untimed and never waiting (not even for the edge's gate): a chunk
+        // that fits costs no clock reads (W1 sends thousands a run). Only the time spent
+        // waiting, in the timed send below, counts as blocked.
         let sent = match self.edge.try_send(chunk) {
             Err(TrySent::Full(chunk)) => {
                 let started = Instant::now();
