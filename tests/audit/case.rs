@@ -44,6 +44,10 @@ pub const EXPANDED: u8 = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Runner {
     Fifo,
+    /// A `Fifo` stage of `try_map` (the crate's chunk loop): one output or an error.
+    FifoTryMap,
+    /// A `Fifo` stage of `filter_map` (the crate's chunk loop): one output or none.
+    FifoFilterMap,
     Fixed(usize),
     Dynamic(usize),
     /// Workers and window.
@@ -58,6 +62,25 @@ impl Runner {
         match self {
             Runner::Broadcast(branches) => branches.len(),
             _ => 1,
+        }
+    }
+
+    /// The faults of the processor's call this runner's processor can carry out: a
+    /// closure of `try_map` or `filter_map` has no emitter (no expansion), no context (its
+    /// stall is a plain sleep), and only one of error and filtering.
+    pub fn processor_kinds(&self) -> &'static [Kind] {
+        match self {
+            Runner::FifoTryMap => &[Kind::Panic, Kind::Error, Kind::Stall],
+            Runner::FifoFilterMap => &[Kind::Panic, Kind::Filter, Kind::Stall],
+            _ => &[
+                Kind::Panic,
+                Kind::Error,
+                Kind::Filter,
+                Kind::Stall,
+                Kind::Expand,
+                Kind::ExpandError,
+                Kind::ExpandPanic,
+            ],
         }
     }
 }

@@ -29,6 +29,8 @@ fn plain_runner() -> impl Strategy<Value = Runner> {
     let window = prop_oneof![9 => 1..=3usize, 1 => Just(LARGE_WINDOW)];
     prop_oneof![
         Just(Runner::Fifo),
+        Just(Runner::FifoTryMap),
+        Just(Runner::FifoFilterMap),
         (1..=MAX_WORKERS).prop_map(Runner::Fixed),
         (1..=MAX_WORKERS).prop_map(Runner::Dynamic),
         (1..=MAX_WORKERS, window).prop_map(|(n, w)| Runner::Ordered(n, w)),
@@ -116,21 +118,13 @@ pub fn definition() -> impl Strategy<Value = Case> {
 /// A fault before it is fitted to the case: which site, which kind, which item and branch.
 type FaultSeed = (u8, u8, u32, [u8; MAX_STAGES]);
 
-/// What strikes a stage's unit: its processor (plain or one-to-many), its `Clone` and `Drop`.
-const STAGE_KINDS: [Kind; 9] = [
-    Kind::Panic,
-    Kind::Error,
-    Kind::Filter,
-    Kind::Stall,
-    Kind::Expand,
-    Kind::ExpandError,
-    Kind::ExpandPanic,
-    Kind::ClonePanic,
-    Kind::DropPanic,
-];
+/// What strikes a stage's unit besides its processor's call (see
+/// `Runner::processor_kinds`): its `Clone` and `Drop`.
+const UNIT_KINDS: [Kind; 2] = [Kind::ClonePanic, Kind::DropPanic];
 
 /// Fits a fault to the case: a site among source, stages and sink, a kind that makes sense
-/// there, an item of the input, a branch of each broadcast.
+/// there (for a stage, its runner's, or its branch's), an item of the input, a branch of
+/// each broadcast.
 fn fault(stages: &[StageSpec], items: u32, (site, kind, item, path): FaultSeed) -> Fault {
     let n = stages.len();
     let site = match usize::from(site) % (n + 2) {
@@ -138,14 +132,22 @@ fn fault(stages: &[StageSpec], items: u32, (site, kind, item, path): FaultSeed) 
         s if s <= n => Site::Stage(s - 1),
         _ => Site::Sink,
     };
-    let kinds: &[Kind] = match site {
-        Site::Stage(_) => &STAGE_KINDS,
-        Site::Source | Site::Sink => &[Kind::Panic, Kind::Error, Kind::Stall],
-    };
     let mut fitted = [0; MAX_STAGES];
     for (s, spec) in stages.iter().enumerate() {
         fitted[s] = path[s] % spec.runner.width() as u8;
     }
+    let stage_kinds: Vec<Kind>;
+    let kinds: &[Kind] = match site {
+        Site::Stage(s) => {
+            let runner = match &stages[s].runner {
+                Runner::Broadcast(branches) => &branches[usize::from(fitted[s])],
+                runner => runner,
+            };
+            stage_kinds = [runner.processor_kinds(), &UNIT_KINDS].concat();
+            &stage_kinds
+        }
+        Site::Source | Site::Sink => &[Kind::Panic, Kind::Error, Kind::Stall],
+    };
     Fault {
         site,
         kind: kinds[usize::from(kind) % kinds.len()],

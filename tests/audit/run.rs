@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use pipework::runner::{StageHandle, StageRunner};
 use pipework::{
     BoxError, Broadcast, Context, Dynamic, Emitter, Error, Failure, Fifo, Fixed, Ordered, Pipeline,
-    Processor, Report, Retry, Source, StageOptions, source,
+    Processor, Report, Retry, Source, StageOptions, filter_map, source, try_map,
 };
 
 use super::case::{Case, EXPAND, EXPAND_BEFORE_FAIL, Kind, Runner};
@@ -31,6 +31,53 @@ use crate::common::Watchdog;
 struct Step {
     s: usize,
     b: u8,
+}
+
+impl Step {
+    /// The call on `item` as a closure of `try_map` or `filter_map` makes it: one output,
+    /// none (`Filter`) or an error, or a panic, after a stall now and then; never an
+    /// expansion (the generator gives such a stage none, see `Runner::processor_kinds`).
+    fn call(self, mut item: Item) -> Result<Option<Item>, BoxError> {
+        item.enter(self.s, self.b);
+        // Our own code disarms what it drops; the item passes its bomb on.
+        let armed = std::mem::take(&mut item.bomb);
+        let kind = item.ledger.case.strike_stage(self.s, item.id, &item.stamps);
+        self.outcome(item, armed, kind)
+    }
+
+    /// The outcome of `item` (entered, its bomb taken off: `armed`) under `kind`, one of
+    /// the faults a map stage can carry out (or none). A `Step` stage's stall is its own.
+    fn outcome(
+        self,
+        mut item: Item,
+        armed: bool,
+        kind: Option<Kind>,
+    ) -> Result<Option<Item>, BoxError> {
+        let s = self.s;
+        match kind {
+            None => {}
+            Some(Kind::Panic) => {
+                item.fate = Fate::Panicked(s as u8);
+                panic!("injected panic at stage {s} on {}", item.name());
+            }
+            Some(Kind::Error) => {
+                item.fate = Fate::Erred(s as u8);
+                return Err(format!("injected error at stage {s} on {}", item.name()).into());
+            }
+            Some(Kind::Filter) => {
+                item.fate = Fate::Filtered(s as u8);
+                return Ok(None);
+            }
+            // A closure has no context to sleep on: the stall is not cut short by
+            // cancellation (as at the source and the sink).
+            Some(Kind::Stall) => std::thread::sleep(item.ledger.case.stall),
+            Some(other) => unreachable!("{other:?} on a map stage"),
+        }
+        item.pos = s as u8 + 1;
+        let bomb = item.ledger.case.output_bomb(s, item.id, &item.stamps);
+        item.bomb = armed || bomb;
+        Ok(Some(item))
+    }
 }
 
 impl Processor<Item, Item> for Step {
@@ -53,17 +100,11 @@ impl Processor<Item, Item> for Step {
             }
         };
         match case.strike_stage(s, item.id, &key) {
-            None => {}
-            Some(Kind::Panic) => {
-                item.fate = Fate::Panicked(s as u8);
-                panic!("injected panic at stage {s} on {}", item.name());
-            }
-            Some(Kind::Error) => {
-                item.fate = Fate::Erred(s as u8);
-                return Err(format!("injected error at stage {s} on {}", item.name()).into());
-            }
-            Some(Kind::Filter) => {
-                item.fate = Fate::Filtered(s as u8);
+            kind @ (None | Some(Kind::Panic | Kind::Error | Kind::Filter)) => {
+                // As a map stage's closure does.
+                if let Some(output) = self.outcome(item, armed, kind)? {
+                    out.emit(output);
+                }
                 return Ok(());
             }
             Some(Kind::Stall) => {
@@ -215,7 +256,9 @@ impl Case {
                 Err(format!("injected init error at stage {s}").into())
             };
             return match spec {
-                Runner::Fifo => Box::new(Fifo::with_init(init)),
+                Runner::Fifo | Runner::FifoTryMap | Runner::FifoFilterMap => {
+                    Box::new(Fifo::with_init(init))
+                }
                 Runner::Fixed(n) => Box::new(Fixed::with_init(*n, init)),
                 Runner::Dynamic(n) => Box::new(with_idle(Dynamic::with_init(*n, init), idle)),
                 Runner::Ordered(n, w) => Box::new(Ordered::with_init(*n, init).window(*w)),
@@ -224,6 +267,13 @@ impl Case {
         }
         match spec {
             Runner::Fifo => Box::new(Fifo::new(step)),
+            Runner::FifoTryMap => Box::new(Fifo::new(try_map(move |item| {
+                step.call(item)
+                    .map(|output| output.expect("no filtering on a try_map stage"))
+            }))),
+            Runner::FifoFilterMap => Box::new(Fifo::new(filter_map(move |item| {
+                step.call(item).expect("no error on a filter_map stage")
+            }))),
             Runner::Fixed(n) => Box::new(Fixed::new(*n, step)),
             Runner::Dynamic(n) => Box::new(with_idle(Dynamic::new(*n, step), idle)),
             Runner::Ordered(n, w) => Box::new(Ordered::new(*n, step).window(*w)),
