@@ -196,18 +196,15 @@ impl<T> EdgeTx<T> {
     ///
     /// # Errors
     ///
-    /// Gives the chunk back as [`TrySent::Full`] when the edge is full or another sender
-    /// holds the gate, as [`TrySent::Disconnected`] when every receiver is gone.
-    pub(crate) fn try_send(&self, chunk: Vec<T>) -> Result<(), TrySent<T>> {
+    /// Gives the chunk back as `Full` when the edge is full or another sender holds the
+    /// gate, as `Disconnected` when every receiver is gone.
+    pub(crate) fn try_send(&self, chunk: Vec<T>) -> Result<(), TrySendError<Vec<T>>> {
         let Some(gate) = self.gate.try_lock() else {
-            return Err(TrySent::Full(chunk));
+            return Err(TrySendError::Full(chunk));
         };
         let sent = self.tx.try_send(chunk);
         drop(gate);
-        self.rang(sent).map_err(|e| match e {
-            TrySendError::Full(chunk) => TrySent::Full(chunk),
-            TrySendError::Disconnected(chunk) => TrySent::Disconnected(chunk),
-        })
+        self.rang(sent)
     }
 
     /// One try, under the gate (waiting for it); rings the items bell when it sent.
@@ -497,15 +494,6 @@ impl GaveUp {
             GaveUp::TimedOut => Recv::TimedOut,
         }
     }
-}
-
-/// Why [`EdgeTx::try_send`] gave a chunk back.
-#[derive(Debug)]
-pub(crate) enum TrySent<T> {
-    /// The edge is full, or another sender held its gate.
-    Full(Vec<T>),
-    /// Every receiver is gone.
-    Disconnected(Vec<T>),
 }
 
 /// What a blocking receive found.

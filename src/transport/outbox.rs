@@ -2,8 +2,10 @@
 
 use std::time::Instant;
 
+use crossbeam_channel::TrySendError;
+
 use super::pace::{chunk_cap, nanos};
-use super::{EdgeTx, Payload, TrySent, dispose};
+use super::{EdgeTx, Payload, dispose};
 use crate::context::CancelToken;
 
 /// What a producer calls after it has sent a chunk, when its consumer is not a thread of
@@ -220,13 +222,13 @@ impl<T> Outbox<T> {
         // that fits costs no clock reads (W1 sends thousands a run). Only the time spent
         // waiting, in the timed send below, counts as blocked.
         let sent = match self.edge.try_send(chunk) {
-            Err(TrySent::Full(chunk)) => {
+            Err(TrySendError::Full(chunk)) => {
                 let started = Instant::now();
                 let sent = self.edge.send(chunk, token);
                 self.blocked_ns += nanos(started.elapsed());
                 sent
             }
-            Err(TrySent::Disconnected(chunk)) => Err(chunk),
+            Err(TrySendError::Disconnected(chunk)) => Err(chunk),
             Ok(()) => Ok(()),
         };
         match sent {

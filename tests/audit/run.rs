@@ -34,18 +34,25 @@ struct Step {
 }
 
 impl Step {
-    /// The call on `item` as a closure of `try_map` or `filter_map` makes it: one output,
-    /// none (`Filter`) or an error, or a panic, after a stall now and then; never an
-    /// expansion (the generator gives such a stage none, see `Runner::processor_kinds`).
-    fn call(self, mut item: Item) -> Result<Option<Item>, BoxError> {
+    /// Takes `item` into the stage: returns it with its bomb taken off, whether it was
+    /// armed, and the fault that strikes it here.
+    fn take_in(self, mut item: Item) -> (Item, bool, Option<Kind>) {
         item.enter(self.s, self.b);
         // Our own code disarms what it drops; the item passes its bomb on.
         let armed = std::mem::take(&mut item.bomb);
         let kind = item.ledger.case.strike_stage(self.s, item.id, &item.stamps);
+        (item, armed, kind)
+    }
+
+    /// The call on `item` as a closure of `try_map` or `filter_map` makes it: one output,
+    /// none (`Filter`) or an error, or a panic, after a stall now and then; never an
+    /// expansion (the generator gives such a stage none, see `Runner::processor_kinds`).
+    fn call(self, item: Item) -> Result<Option<Item>, BoxError> {
+        let (item, armed, kind) = self.take_in(item);
         self.outcome(item, armed, kind)
     }
 
-    /// The outcome of `item` (entered, its bomb taken off: `armed`) under `kind`, one of
+    /// The outcome of `item` (taken in, its bomb taken off: `armed`) under `kind`, one of
     /// the faults a map stage can carry out (or none). A `Step` stage's stall is its own.
     fn outcome(
         self,
@@ -83,35 +90,25 @@ impl Step {
 impl Processor<Item, Item> for Step {
     fn process(
         &mut self,
-        mut item: Item,
+        item: Item,
         cx: &Context<'_>,
         out: &mut Emitter<'_, Item>,
     ) -> Result<(), BoxError> {
         let (s, b) = (self.s, self.b);
-        item.enter(s, b);
-        // Our own code disarms what it drops; the item passes its bomb on.
-        let armed = std::mem::take(&mut item.bomb);
-        let ledger = Arc::clone(&item.ledger);
-        let case = &ledger.case;
-        let key = item.stamps;
+        let (mut item, armed, kind) = self.take_in(item);
         let expand = |item: &mut Item, out: &mut Emitter<'_, Item>, n: u8| {
             for j in 1..=n {
                 out.emit(item.spawn(s, b, j));
             }
         };
-        match case.strike_stage(s, item.id, &key) {
-            kind @ (None | Some(Kind::Panic | Kind::Error | Kind::Filter)) => {
-                // As a map stage's closure does.
-                if let Some(output) = self.outcome(item, armed, kind)? {
-                    out.emit(output);
-                }
-                return Ok(());
-            }
+        let kind = match kind {
             Some(Kind::Stall) => {
-                if let Err(cancelled) = cx.sleep(case.stall) {
+                if let Err(cancelled) = cx.sleep(item.ledger.case.stall) {
                     item.fate = Fate::StallCut(s as u8);
                     return Err(cancelled.into());
                 }
+                // A stall that ran its course: the item goes on.
+                None
             }
             Some(Kind::Expand) => {
                 expand(&mut item, out, EXPAND);
@@ -130,11 +127,12 @@ impl Processor<Item, Item> for Step {
                 item.fate = Fate::Panicked(s as u8);
                 panic!("injected expansion panic at stage {s} on {}", item.name());
             }
-            Some(other) => unreachable!("{other:?}"),
+            // The rest, as a map stage's closure does them.
+            kind => kind,
+        };
+        if let Some(output) = self.outcome(item, armed, kind)? {
+            out.emit(output);
         }
-        item.pos = s as u8 + 1;
-        item.bomb = armed || case.output_bomb(s, item.id, &key);
-        out.emit(item);
         Ok(())
     }
 }
